@@ -1,0 +1,26 @@
+"""Engines: the policy model that grows trees (see :mod:`reason.engine.base` for the contract)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from reason.engine.base import Engine, ExpandRequest, Outcome, Sampling, Stop
+from reason.registry import Registry
+
+backends: Registry[Callable[..., Engine]] = Registry("engine")
+
+
+@backends.register("hf")
+def _hf(model: str, **options: Any) -> Engine:
+    from reason.engine.hf import HFEngine
+
+    return HFEngine.from_pretrained(model, **options)
+
+
+def load_engine(model: str, backend: str = "hf", **options: Any) -> Engine:
+    """Build an engine: ``backend`` names the implementation (``hf``), ``model`` a local checkpoint
+    directory or hub id, and ``options`` go to the backend (dtype, device, cache budget, ...)."""
+    return backends.get(backend)(model, **options)
+
+
+__all__ = ["Engine", "ExpandRequest", "Outcome", "Sampling", "Stop", "backends", "load_engine"]

@@ -1,0 +1,573 @@
+"""The ``hf`` backend: transformers + torch in process, with continuous batching over a shared
+KV slot pool.
+
+Scheduling (one :meth:`HFEngine.step`):
+
+1. admit queued expansion jobs while there is room for their sequences, pinning their paths;
+2. plan rows: a *head* row for each job whose path is not fully cached (it feeds the missing
+   suffix of the path and yields the hidden state after the expanded node's last token), and a
+   *decode* row for every running sequence (it feeds the sequence's newest token);
+3. find KV slots for every token to be fed: free ones, then LRU eviction of unpinned cached
+   subtrees, then preemption of the newest job (its KV is recomputed later);
+4. run the forwards (long prefill rows apart from short decode rows) and sample;
+5. finished jobs become children in their tree, in index order, and are reported.
+
+A job's ``n`` children draw their first token from the same head hidden state, so a node's last
+token is fed once however many children it gets, and siblings attend to their parent's slots.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from reason.engine.base import Engine, ExpandRequest, Outcome, Sampling
+from reason.engine.hf.batch import Row, build_batch
+from reason.engine.hf.kv import KVPool, NodeKV, NodeStore, PoolCache
+from reason.engine.hf.loader import load_model_and_tokenizer
+from reason.engine.hf.sampler import choose_tokens
+from reason.engine.stops import StopChecker
+from reason.errors import ReasonError
+from reason.seeding import derive_seed, fresh_seed, uniform
+from reason.tree import Node, Tree
+
+
+@dataclass(eq=False)
+class _Seq:
+    job: "_Job"
+    index: int
+    seed: int
+    checker: StopChecker
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)  # KV of tokens[:len(slots)]
+    fed: int = 0  # most tokens ever fed (re-feeding below this counts as prefill)
+    finish: str | None = None
+
+
+@dataclass(eq=False)
+class _Job:
+    ticket: int
+    request: ExpandRequest
+    path: list[Node]
+    order: int
+    seqs: list[_Seq] = field(default_factory=list)
+    entries: list[NodeKV] | None = None  # pinned path entries while admitted
+    started: bool = False  # first tokens sampled
+
+    @property
+    def tree(self) -> Tree:
+        return self.request.tree
+
+    @property
+    def path_len(self) -> int:
+        return sum(len(n.token_ids) for n in self.path)
+
+    def live(self) -> list[_Seq]:
+        return [s for s in self.seqs if s.finish is None]
+
+
+@dataclass
+class _Plan:
+    row: Row
+    job: _Job
+    seqs: list[_Seq] | None = None  # None: a head row
+    head_nodes: list[tuple[int, NodeKV]] = field(default_factory=list)  # (query index, entry) of node ends
+    discard_last: bool = False  # head row re-feeds a cached last token only for its hidden state
+
+
+class HFEngine(Engine):
+    """Tree expansion with a transformers causal LM.
+
+    Parameters:
+        model, tokenizer: a loaded causal LM (sdpa or eager attention) and its tokenizer.
+        cache_tokens / cache_bytes: KV budget (one of them; ``None`` for unbounded). Over budget,
+            the least recently used unpinned subtrees are evicted and recomputed when needed again.
+        max_running: most sequences decoded at once; further requests wait their turn.
+        prefix_cache: ``False`` drops every job's KV when it finishes, so each expansion prefills its
+            whole path again (the baseline that benchmarks compare against).
+        pack_siblings: decode a job's children as one tree-masked row (the prefix is gathered once
+            per job instead of once per child).
+        prefill_tokens_per_forward: bound on padded tokens of one prefill forward.
+    """
+
+    name = "hf"
+    PREFILL_ROW_TOKENS = 16  # rows longer than this go in prefill forwards
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        cache_tokens: int | None = None,
+        cache_bytes: int | None = None,
+        max_running: int = 256,
+        prefix_cache: bool = True,
+        pack_siblings: bool = False,
+        prefill_tokens_per_forward: int = 8192,
+    ) -> None:
+        super().__init__()
+        impl = getattr(model.config, "_attn_implementation", "sdpa")
+        if impl not in ("sdpa", "eager"):
+            raise ReasonError("attn_implementation", f"{impl!r} cannot take tree masks", "load with sdpa or eager")
+        if cache_tokens is not None and cache_bytes is not None:
+            raise ReasonError("cache_bytes", "given together with cache_tokens", "give one budget")
+        if max_running < 1:
+            raise ReasonError("max_running", f"must be at least 1 (got {max_running})", "raise it")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.base = getattr(model, model.base_model_prefix)
+        self.head = model.get_output_embeddings()
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.config = cfg
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        n_layers = cfg.num_hidden_layers
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        bytes_per = 2 * n_layers * kv_heads * head_dim * torch.empty((), dtype=self.dtype).element_size()
+        if cache_bytes is not None:
+            cache_tokens = max(1, cache_bytes // bytes_per)
+        if cache_tokens is not None and cache_tokens < 1:
+            raise ReasonError("cache_tokens", f"must be at least 1 (got {cache_tokens})", "raise the budget")
+        self.pool = KVPool(n_layers, kv_heads, head_dim, self.dtype, self.device, cache_tokens)
+        self.store = NodeStore(self.pool)
+        self.max_running = max_running
+        self.prefix_cache = prefix_cache
+        self.pack_siblings = pack_siblings
+        self.prefill_budget = prefill_tokens_per_forward
+        self.max_context = self._context_limit(cfg)
+        self.eos_ids = self._eos_ids()
+        self._softcap = getattr(cfg, "final_logit_softcapping", None)
+        self._logit_scale = getattr(cfg, "logit_scale", None)
+        self._tickets = 0
+        self._orders = 0
+        self._waiting: list[_Job] = []
+        self._running: list[_Job] = []
+        self._done: list[Outcome] = []
+        self._hooked: set[int] = set()
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        *,
+        dtype: str | torch.dtype | None = "auto",
+        device: str | None = None,
+        attn_implementation: str = "sdpa",
+        trust_remote_code: bool = False,
+        **options: Any,
+    ) -> "HFEngine":
+        """Load ``model`` (local directory or hub id) and build an engine over it."""
+        lm, tok = load_model_and_tokenizer(
+            model, dtype=dtype, device=device, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+        )
+        return cls(lm, tok, **options)
+
+    @staticmethod
+    def _context_limit(cfg: Any) -> int | None:
+        limit = getattr(cfg, "max_position_embeddings", None)
+        window = getattr(cfg, "sliding_window", None)
+        # The engine attends to the full context; past a sliding window that would differ from the
+        # model, so the window bounds the context.
+        if window and getattr(cfg, "use_sliding_window", True):
+            limit = min(limit, window) if limit else window
+        return limit
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gen = getattr(self.model, "generation_config", None)
+        for source in (getattr(gen, "eos_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
+            if source is None:
+                continue
+            ids.update(source if isinstance(source, (list, tuple)) else [source])
+        return ids
+
+    # -- text -----------------------------------------------------------------------------------
+
+    def tokenize_prompt(self, prompt: str | Sequence[dict[str, str]] | Sequence[int]) -> tuple[list[int], str]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            return list(ids), prompt
+        items = list(prompt)
+        if all(isinstance(t, int) for t in items):
+            vocab = self.head.weight.shape[0]
+            bad = [t for t in items if t < 0 or t >= vocab]
+            if bad:
+                raise ReasonError("prompt", f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})", "check the ids")
+            return items, self.decode(items)
+        if all(isinstance(m, dict) and "role" in m and "content" in m for m in items):
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise ReasonError("prompt", "chat messages given but the tokenizer has no chat template", "pass plain text")
+            text = self.tokenizer.apply_chat_template(items, add_generation_prompt=True, tokenize=False)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return list(ids), text
+        raise ReasonError("prompt", "must be text, a list of {role, content} messages or token ids", "fix its type")
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def submit(self, request: ExpandRequest) -> int:
+        request.validate()
+        tree = request.tree
+        if tree.uid not in self._hooked:
+            tree.add_release_hook(self.store.release)
+            self._hooked.add(tree.uid)
+        path = tree.path(request.node)
+        self._tickets += 1
+        job = _Job(self._tickets, request, path, order=0)
+        room = None if self.max_context is None else self.max_context - job.path_len
+        if room is not None and room < 1:
+            raise ReasonError(
+                "node", f"its path already fills the model's context ({self.max_context} tokens)", "expand a shorter path"
+            )
+        sampling = request.sampling
+        base_seed = sampling.seed if sampling.seed is not None else fresh_seed()
+        for i in range(request.n):
+            checker = StopChecker(request.stop, self.eos_ids, self.decode, room)
+            job.seqs.append(_Seq(job, i, derive_seed(base_seed, i), checker))
+        self._waiting.append(job)
+        return job.ticket
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running or self._done)
+
+    def release(self, tree: Tree) -> None:
+        """Free all cached KV of ``tree`` that no running request needs (call when a problem is done)."""
+        self.store.drop_tree_nodes(list(tree))
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def step(self) -> list[Outcome]:
+        started = time.perf_counter()
+        self._admit()
+        plans = self._plan()
+        plans = self._secure_slots(plans)
+        if plans:
+            long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS]
+            short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS]
+            for group in self._chunk(long_rows) + ([short_rows] if short_rows else []):
+                hidden = self._forward([p.row for p in group])
+                self.ledger.forward_passes += 1
+                for tree in {p.job.tree for p in group}:
+                    tree.ledger.forward_passes += 1
+                self._absorb(group, hidden)
+        self._start_ready_jobs()
+        self._finish_jobs()
+        elapsed = time.perf_counter() - started
+        self.ledger.wall_seconds += elapsed
+        out, self._done = self._done, []
+        return out
+
+    def _chunk(self, plans: list[_Plan]) -> list[list[_Plan]]:
+        groups: list[list[_Plan]] = []
+        for p in sorted(plans, key=lambda p: p.row.q):
+            if groups:
+                g = groups[-1]
+                q_max = max(p.row.q, max(x.row.q for x in g))
+                if q_max * (len(g) + 1) <= self.prefill_budget:
+                    g.append(p)
+                    continue
+            groups.append([p])
+        return groups
+
+    def _admit(self) -> None:
+        running = sum(len(j.live()) for j in self._running)
+        while self._waiting:
+            job = self._waiting[0]
+            n = len(job.live())
+            if self._running and running + n > self.max_running:
+                break
+            self._waiting.pop(0)
+            if job.request.node not in job.tree:
+                self._fail(job, ReasonError("node", "was pruned before it was expanded", "do not prune pending nodes"))
+                continue
+            self._orders += 1
+            job.order = self._orders
+            job.entries = self.store.pin(job.path)
+            self._running.append(job)
+            running += n
+
+    def _plan(self) -> list[_Plan]:
+        plans: list[_Plan] = []
+        for job in self._running:
+            assert job.entries is not None
+            missing_path = any(not e.complete for e in job.entries)
+            needs_head = not job.started and job.entries[-1].head_hidden is None
+            if missing_path or needs_head:
+                plans.append(self._head_plan(job))
+                continue
+            if not job.started:
+                continue  # started right after this step's forwards
+            plans.extend(self._decode_plans(job))
+        return plans
+
+    def _path_slots(self, job: _Job) -> list[int]:
+        return [s for e in job.entries for s in e.slots]
+
+    def _head_plan(self, job: _Job) -> _Plan:
+        entries = job.entries
+        last = entries[-1]
+        # A fully cached node without its hidden state (only for hand-made paths): feed its last
+        # token again and throw the duplicate KV away, leaving the cached slot (others may read it).
+        discard = last.complete and last.head_hidden is None
+        ctx: list[int] = []
+        tokens: list[int] = []
+        head_nodes: list[tuple[int, NodeKV]] = []
+        pos = 0
+        for e in entries:
+            have = len(e.slots) - (1 if discard and e is last else 0)
+            if not tokens:
+                ctx.extend(e.slots[:have])
+            elif have:
+                raise AssertionError("cached KV after a missing span")
+            missing = e.node.token_ids[have:]
+            if missing:
+                if not tokens:
+                    pos = len(ctx)
+                tokens.extend(missing)
+                head_nodes.append((len(tokens) - 1, e))
+        positions = list(range(pos, pos + len(tokens)))
+        row = Row(tokens=tokens, positions=positions, write_slots=[], ctx=ctx, want=[i for i, _ in head_nodes])
+        return _Plan(row, job, None, head_nodes, discard_last=discard)
+
+    def _decode_plans(self, job: _Job) -> list[_Plan]:
+        ctx = self._path_slots(job)
+        base = len(ctx)
+        live = job.live()
+        plans: list[_Plan] = []
+        packable = [s for s in live if len(s.tokens) - len(s.slots) == 1]
+        if self.pack_siblings and len(packable) > 1:
+            extra: list[int] = []
+            spans: list[tuple[int, int]] = []
+            for s in packable:
+                spans.append((len(extra), len(extra) + len(s.slots)))
+                extra.extend(s.slots)
+            allow = torch.zeros(len(packable), len(extra), dtype=torch.bool)
+            for i, (a, b) in enumerate(spans):
+                allow[i, a:b] = True
+            row = Row(
+                tokens=[s.tokens[-1] for s in packable],
+                positions=[base + len(s.tokens) - 1 for s in packable],
+                write_slots=[],
+                ctx=ctx,
+                parents=[-1] * len(packable),
+                extra=extra,
+                extra_allow=allow,
+                want=list(range(len(packable))),
+            )
+            plans.append(_Plan(row, job, packable))
+            live = [s for s in live if s not in packable]
+        for s in live:
+            feed = s.tokens[len(s.slots) :]
+            start = base + len(s.slots)
+            row = Row(
+                tokens=feed,
+                positions=list(range(start, start + len(feed))),
+                write_slots=[],
+                ctx=ctx + s.slots,
+                want=[len(feed) - 1],
+            )
+            plans.append(_Plan(row, job, [s]))
+        return plans
+
+    def _secure_slots(self, plans: list[_Plan]) -> list[_Plan]:
+        """Give every planned token a slot, evicting and then preempting when the budget is short."""
+        while plans:
+            need = sum(p.row.q for p in plans)
+            self.store.evict(need)
+            if self.pool.n_free >= need:
+                for p in plans:
+                    p.row.write_slots = self.pool.alloc(p.row.q)
+                return plans
+            victims = sorted({p.job for p in plans} | set(self._running), key=lambda j: j.order)
+            if len(victims) <= 1:
+                job = victims[0] if victims else plans[0].job
+                self._fail(
+                    job,
+                    ReasonError(
+                        "cache_tokens",
+                        f"the KV budget ({self.pool.limit} tokens) cannot hold one request's path and sequences",
+                        "raise cache_tokens / cache_bytes",
+                    ),
+                )
+                plans = [p for p in plans if p.job is not job]
+                continue
+            victim = victims[-1]
+            self._preempt(victim)
+            plans = [p for p in plans if p.job is not victim]
+        return plans
+
+    def _preempt(self, job: _Job) -> None:
+        for s in job.seqs:
+            self.pool.free(s.slots)
+            s.slots = []
+        self._running.remove(job)
+        if job.entries is not None:
+            self.store.unpin(job.entries)
+            job.entries = None
+        self._waiting.insert(0, job)
+
+    def _fail(self, job: _Job, error: BaseException) -> None:
+        for s in job.seqs:
+            self.pool.free(s.slots)
+            s.slots = []
+        if job in self._running:
+            self._running.remove(job)
+        if job.entries is not None:
+            self.store.unpin(job.entries)
+            job.entries = None
+        self._done.append(Outcome(job.ticket, [], error))
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def _forward(self, rows: list[Row]) -> torch.Tensor:
+        batch = build_batch(rows, self.dtype, self.device)
+        cache = PoolCache(self.pool, batch.write_idx, batch.read_idx)
+        with torch.inference_mode():
+            out = self.base(
+                input_ids=batch.input_ids,
+                attention_mask=batch.mask,
+                position_ids=batch.position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            return out.last_hidden_state[batch.gather_rows, batch.gather_cols]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (float32) from final hidden states ``[n, hidden]``."""
+        with torch.inference_mode():
+            logits = self.head(hidden).float()
+            if self._logit_scale is not None:
+                logits = logits * self._logit_scale
+            if self._softcap is not None:
+                logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits
+
+    def _sample(self, logits: torch.Tensor, seqs: list[_Seq]) -> None:
+        samplings: list[Sampling] = [s.job.request.sampling for s in seqs]
+        tokens, logprobs = choose_tokens(
+            logits,
+            [sp.temperature for sp in samplings],
+            [sp.top_k for sp in samplings],
+            [sp.top_p for sp in samplings],
+            [uniform(s.seed, len(s.tokens)) for s in seqs],
+        )
+        for s, t, lp in zip(seqs, tokens, logprobs):
+            s.tokens.append(t)
+            s.logprobs.append(lp)
+            s.job.tree.ledger.generated_tokens += 1
+            self.ledger.generated_tokens += 1
+            s.finish = s.checker.check(s.tokens)
+
+    def _count_prefill(self, tree: Tree, n: int) -> None:
+        tree.ledger.prefill_tokens += n
+        self.ledger.prefill_tokens += n
+
+    def _absorb(self, plans: list[_Plan], hidden: torch.Tensor) -> None:
+        at = 0
+        decode_hidden: list[torch.Tensor] = []
+        decode_seqs: list[_Seq] = []
+        for p in plans:
+            n_want = len(p.row.want)
+            h = hidden[at : at + n_want]
+            at += n_want
+            if p.seqs is None:
+                self._absorb_head(p, h)
+            else:
+                slots = p.row.write_slots
+                if len(p.seqs) > 1 or p.row.parents is not None:  # packed siblings: one token each
+                    for s, slot in zip(p.seqs, slots):
+                        self._note_fed(s, [slot])
+                else:
+                    self._note_fed(p.seqs[0], slots)
+                decode_hidden.append(h)
+                decode_seqs.extend(p.seqs)
+        if decode_seqs:
+            self._sample(self.logits(torch.cat(decode_hidden)), decode_seqs)
+
+    def _note_fed(self, s: _Seq, slots: list[int]) -> None:
+        first = len(s.slots)
+        s.slots = s.slots + slots
+        # Tokens fed before (recomputed after a preemption) are prefill; the newest sampled one is not.
+        refed = max(0, min(s.fed, len(s.slots)) - first)
+        if refed:
+            self._count_prefill(s.job.tree, refed)
+        s.fed = max(s.fed, len(s.slots))
+
+    def _absorb_head(self, p: _Plan, hidden: torch.Tensor) -> None:
+        slots = p.row.write_slots
+        at = 0
+        tree = p.job.tree
+        for (q_index, entry), h in zip(p.head_nodes, hidden):
+            node = entry.node
+            have = len(entry.slots) - (1 if p.discard_last and entry is p.job.entries[-1] else 0)
+            n_new = len(node.token_ids) - have
+            new_slots = slots[at : at + n_new]
+            at += n_new
+            fresh = max(0, len(node.token_ids) - max(entry.fed, have)) if entry.sampled else 0
+            self._count_prefill(tree, n_new - fresh)
+            if entry is p.job.entries[-1] and p.discard_last:
+                self.pool.free(new_slots[-1:])  # the token's KV is already cached in another slot
+                new_slots = new_slots[:-1]
+            self.store.set_slots(entry, entry.slots + new_slots)
+            entry.head_hidden = h.clone()
+
+    def _start_ready_jobs(self) -> None:
+        ready = [
+            j
+            for j in self._running
+            if not j.started and j.entries is not None and j.entries[-1].complete and j.entries[-1].head_hidden is not None
+        ]
+        if not ready:
+            return
+        hidden = torch.stack([j.entries[-1].head_hidden for j in ready])
+        logits = self.logits(hidden)
+        rows: list[torch.Tensor] = []
+        seqs: list[_Seq] = []
+        for j, row in zip(ready, logits):
+            j.started = True
+            live = j.live()
+            rows.extend([row] * len(live))
+            seqs.extend(live)
+        if seqs:
+            self._sample(torch.stack(rows), seqs)
+
+    def _finish_jobs(self) -> None:
+        for job in list(self._running):
+            if not job.started or job.live():
+                continue
+            self._running.remove(job)
+            tree = job.tree
+            parent = job.request.node
+            children: list[Node] = []
+            error: BaseException | None = None
+            if parent not in tree:
+                error = ReasonError("node", "was pruned while it was being expanded", "do not prune pending nodes")
+                for s in job.seqs:
+                    self.pool.free(s.slots)
+            else:
+                for s in job.seqs:
+                    text = self.decode([t for t in s.tokens if not (s.finish == "eos" and t in self.eos_ids)])
+                    child = tree.add_child(parent, s.tokens, text, s.logprobs, s.finish)
+                    entry = self.store.get(child)
+                    entry.sampled = True
+                    self.store.set_slots(entry, s.slots)
+                    entry.fed = s.fed
+                    self.store.touch(entry)
+                    s.slots = []
+                    children.append(child)
+            assert job.entries is not None
+            self.store.unpin(job.entries)
+            job.entries = None
+            if not self.prefix_cache:
+                self.store.clear_unpinned(job.path + children)
+            self._done.append(Outcome(job.ticket, children, error))

@@ -1,0 +1,10 @@
+"""Search strategies over the shared tree (best-of-N, beam, MCTS, A*, particle filtering, TreePO, ...).
+
+Strategies are registered by name in :data:`strategies` and run through :mod:`reason.context`.
+"""
+
+from reason.registry import Registry
+
+strategies: Registry = Registry("strategy")
+
+__all__ = ["strategies"]
