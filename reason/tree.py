@@ -121,9 +121,15 @@ class Tree:
             depth=0 if parent is None else parent.depth + 1,
             finish_reason=finish_reason,
         )
+        if nid in self._nodes:
+            raise ReasonError("node_id", f"{nid} is taken", "reserve ids with reserve_ids()")
         self._nodes[nid] = node
         if parent is not None:
-            parent.children.append(node)
+            siblings = parent.children
+            at = len(siblings)
+            while at and siblings[at - 1].id > nid:
+                at -= 1
+            siblings.insert(at, node)
         self.ledger.unique_tree_tokens += len(token_ids)
         return node
 
@@ -134,16 +140,22 @@ class Tree:
         text: str = "",
         logprobs: list[float] | None = None,
         finish_reason: str | None = None,
+        node_id: int | None = None,
     ) -> Node:
         """Append a child of ``parent`` holding ``token_ids`` (engines call this; so may strategies
-        that force text)."""
+        that force text). ``node_id`` must come from :meth:`reserve_ids` when given."""
         if self._nodes.get(parent.id) is not parent:
             raise ReasonError("parent", "is not a live node of this tree", "expand a node of this tree")
         if not token_ids:
             raise ReasonError("token_ids", "is empty", "a child must append at least one token")
         if logprobs is not None and len(logprobs) != len(token_ids):
             raise ReasonError("logprobs", "length differs from token_ids", "give one logprob per token")
-        return self._make(parent, list(token_ids), text, list(logprobs or []), finish_reason)
+        return self._make(parent, list(token_ids), text, list(logprobs or []), finish_reason, node_id)
+
+    def reserve_ids(self, n: int) -> list[int]:
+        """``n`` fresh node ids. Engines reserve ids when a request is submitted, so ids follow
+        submission order, not the order in which requests happen to finish."""
+        return [next(self._ids) for _ in range(n)]
 
     # -- access -------------------------------------------------------------------------------
 
@@ -151,7 +163,8 @@ class Tree:
         return len(self._nodes)
 
     def __iter__(self) -> Iterator[Node]:
-        return iter(self._nodes.values())
+        """Live nodes in id order (parents before children)."""
+        return iter([self._nodes[i] for i in sorted(self._nodes)])
 
     def __contains__(self, node: object) -> bool:
         return isinstance(node, Node) and self._nodes.get(node.id) is node
@@ -187,7 +200,7 @@ class Tree:
 
     def leaves(self) -> list[Node]:
         """Every live node without children, in creation order."""
-        return [n for n in self._nodes.values() if not n.children]
+        return [n for n in self if not n.children]
 
     # -- pruning ------------------------------------------------------------------------------
 
@@ -221,7 +234,7 @@ class Tree:
         return {
             "meta": self.meta,
             "ledger": self.ledger.model_dump(),
-            "nodes": [n.to_dict() for n in self._nodes.values()],
+            "nodes": [n.to_dict() for n in self],
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -258,7 +271,7 @@ class Tree:
     def to_networkx(self) -> nx.DiGraph:
         """A directed graph (parent -> child) whose node attributes are the nodes' fields."""
         graph = nx.DiGraph()
-        for node in self._nodes.values():
+        for node in self:
             attrs = node.to_dict()
             attrs.pop("id")
             attrs.pop("parent")

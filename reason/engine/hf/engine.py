@@ -54,6 +54,7 @@ class _Job:
     request: ExpandRequest
     path: list[Node]
     order: int
+    ids: list[int]
     seqs: list[_Seq] = field(default_factory=list)
     entries: list[NodeKV] | None = None  # pinned path entries while admitted
     started: bool = False  # first tokens sampled
@@ -223,7 +224,7 @@ class HFEngine(Engine):
             self._hooked.add(tree.uid)
         path = tree.path(request.node)
         self._tickets += 1
-        job = _Job(self._tickets, request, path, order=0)
+        job = _Job(self._tickets, request, path, order=0, ids=tree.reserve_ids(request.n))
         room = None if self.max_context is None else self.max_context - job.path_len
         if room is not None and room < 1:
             raise ReasonError(
@@ -298,12 +299,18 @@ class HFEngine(Engine):
 
     def _plan(self) -> list[_Plan]:
         plans: list[_Plan] = []
+        restoring: set[NodeKV] = set()
         for job in self._running:
             assert job.entries is not None
-            missing_path = any(not e.complete for e in job.entries)
+            missing = [e for e in job.entries if not e.complete]
             needs_head = not job.started and job.entries[-1].head_hidden is None
-            if missing_path or needs_head:
-                plans.append(self._head_plan(job))
+            if missing or needs_head:
+                # Two jobs sharing a missing ancestor: the later one waits a step for the first
+                # to restore it, so no token is computed twice.
+                if restoring.isdisjoint(missing):
+                    plan = self._head_plan(job)
+                    restoring.update(e for _, e in plan.head_nodes)
+                    plans.append(plan)
                 continue
             if not job.started:
                 continue  # started right after this step's forwards
@@ -555,9 +562,9 @@ class HFEngine(Engine):
                 for s in job.seqs:
                     self.pool.free(s.slots)
             else:
-                for s in job.seqs:
+                for s, node_id in zip(job.seqs, job.ids):
                     text = self.decode([t for t in s.tokens if not (s.finish == "eos" and t in self.eos_ids)])
-                    child = tree.add_child(parent, s.tokens, text, s.logprobs, s.finish)
+                    child = tree.add_child(parent, s.tokens, text, s.logprobs, s.finish, node_id)
                     entry = self.store.get(child)
                     entry.sampled = True
                     self.store.set_slots(entry, s.slots)
