@@ -55,6 +55,9 @@ def load_model_and_tokenizer(
     """Load ``(model, tokenizer)``: a local checkpoint directory, or a hub id (online, or from the
     local HF cache). Tree attention needs ``sdpa`` or ``eager`` attention."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     if attn_implementation not in ("sdpa", "eager"):
         raise ReasonError(

@@ -1,0 +1,148 @@
+"""The ``reason`` command line. Every command takes ``--json`` for machine-readable output; bad
+input prints one line naming the field and exits with status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from typing import Any, Callable
+
+import click
+
+from reason.errors import ReasonError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn :class:`ReasonError` (and a missing file) into a one-line message and exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ReasonError as exc:
+            _fail(str(exc))
+        except FileNotFoundError as exc:
+            _fail(f"{exc.filename}: no such file; check the path")
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="reason")
+def main() -> None:
+    """Search-based reasoning and test-time scaling on one shared prefix-caching tree."""
+
+
+def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that loads a policy model."""
+    options = [
+        click.option("--model", "-m", default="arith", show_default=True, help="'arith' (bundled), a checkpoint dir or a hub id."),
+        click.option("--engine", "backend", default="hf", show_default=True, help="Engine backend."),
+        click.option("--dtype", default="auto", show_default=True, help="float32, bfloat16, float16 or auto."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)."),
+        click.option("--cache-tokens", type=int, default=None, help="KV cache budget in tokens (default: unbounded)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None):
+    """Resolve the model name and load the engine."""
+    from reason.engine import load_engine
+    from reason.models import resolve_model
+
+    options: dict[str, Any] = {"dtype": dtype, "device": device}
+    if cache_tokens is not None:
+        options["cache_tokens"] = cache_tokens
+    return load_engine(resolve_model(model), backend, **options)
+
+
+@main.command()
+@click.argument("prompt")
+@engine_options
+@click.option("-n", "n", type=int, default=1, show_default=True, help="Number of completions.")
+@click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="0 is greedy.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True, help="0 turns it off.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-tokens", type=int, default=256, show_default=True, help="Cap on each completion's tokens.")
+@click.option("--stop", "stops", multiple=True, help="Stop string (repeatable); kept at the end of the text.")
+@click.option("--chat/--no-chat", default=False, show_default=True, help="Wrap the prompt as a user message in the chat template.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def generate(
+    prompt: str,
+    model: str,
+    backend: str,
+    dtype: str,
+    device: str | None,
+    cache_tokens: int | None,
+    n: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    seed: int,
+    max_tokens: int,
+    stops: tuple[str, ...],
+    chat: bool,
+    as_json: bool,
+) -> None:
+    """Sample N completions of PROMPT."""
+    from reason.engine.base import Sampling, Stop
+    from reason.generate import generate as run_generate
+
+    if not prompt:
+        raise ReasonError("PROMPT", "is empty", "give the text to continue")
+    if n < 1:
+        raise ReasonError("-n", f"must be at least 1 (got {n})", "ask for one or more completions")
+    sampling = Sampling.make(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    stop = Stop.make(strings=tuple(s.encode().decode("unicode_escape") for s in stops), max_tokens=max_tokens)
+    engine = build_engine(model, backend, dtype, device, cache_tokens)
+    result = run_generate(engine, [{"role": "user", "content": prompt}] if chat else prompt, n=n, sampling=sampling, stop=stop)
+    if as_json:
+        data = result.model_dump(mode="json")
+        for s in data["samples"]:
+            s.pop("logprobs")
+        click.echo(json.dumps(data))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{n} completion(s)", show_lines=True)
+    table.add_column("#", justify="right")
+    table.add_column("text")
+    table.add_column("tokens", justify="right")
+    table.add_column("finish")
+    for i, s in enumerate(result.samples):
+        table.add_row(str(i), s.text, str(len(s.token_ids)), str(s.finish_reason))
+    console.print(table)
+    led = result.ledger
+    console.print(
+        f"prompt {led.prompt_tokens} · prefill {led.prefill_tokens} · generated {led.generated_tokens} · "
+        f"forwards {led.forward_passes} · {led.wall_seconds:.2f}s"
+    )
+
+
+@main.command("tiny-model")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--arch", default="llama", show_default=True, help="llama, qwen2, mistral or qwen3.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def tiny_model(out_dir: str, arch: str, seed: int) -> None:
+    """Write a tiny random checkpoint (and tokenizer) of a real architecture to OUT_DIR, offline."""
+    from reason.tiny import save_tiny_checkpoint
+
+    path = save_tiny_checkpoint(out_dir, arch=arch, seed=seed)
+    click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""`reason generate` end to end on a tiny checkpoint saved to disk (the hub-model code path)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from reason.cli import main
+from reason.engine.hf import HFEngine
+from reason.tiny import save_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-qwen2", arch="qwen2", seed=4)
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_generate_json(checkpoint):
+    res = run("generate", "What is 2+3?", "--model", str(checkpoint), "-n", "4", "--max-tokens", "9", "--seed", "7", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert len(data["samples"]) == 4
+    for s in data["samples"]:
+        assert set(s) == {"text", "token_ids", "finish_reason"}
+        assert 1 <= len(s["token_ids"]) <= 9
+    assert data["ledger"]["prefill_tokens"] == data["ledger"]["prompt_tokens"] > 0
+    assert data["ledger"]["generated_tokens"] == sum(len(s["token_ids"]) for s in data["samples"])
+    again = json.loads(run("generate", "What is 2+3?", "--model", str(checkpoint), "-n", "4", "--max-tokens", "9", "--seed", "7", "--json").output)
+    assert [s["token_ids"] for s in again["samples"]] == [s["token_ids"] for s in data["samples"]]
+
+
+def test_generate_greedy_matches_hf_generate_from_disk(checkpoint):
+    res = run("generate", "Find x.", "--model", str(checkpoint), "--temperature", "0", "--max-tokens", "10", "--json")
+    ids = json.loads(res.output)["samples"][0]["token_ids"]
+    engine = HFEngine.from_pretrained(str(checkpoint), dtype="float32", device="cpu")
+    prompt = engine.tokenize_prompt("Find x.")[0]
+    x = torch.tensor([prompt])
+    ref = engine.model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=10)[0, len(prompt) :]
+    assert ids == ref.tolist()[: len(ids)]
+
+
+def test_generate_readable_output(checkpoint):
+    res = run("generate", "Hello", "--model", str(checkpoint), "-n", "2", "--max-tokens", "4", "--chat")
+    assert res.exit_code == 0, res.output
+    assert "2 completion(s)" in res.output and "prefill" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--model", "/no/such/dir"], "model"),
+        (["-n", "0"], "-n"),
+        (["--temperature", "-0.5"], "sampling.temperature"),
+        (["--top-p", "0"], "sampling.top_p"),
+        (["--top-p", "1.2"], "sampling.top_p"),
+        (["--max-tokens", "0"], "stop.max_tokens"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(checkpoint, args, field):
+    argv = ["generate", "Hi"] + (args if args[0] == "--model" else ["--model", str(checkpoint)] + args)
+    res = run(*argv)
+    assert res.exit_code == 2
+    lines = [line for line in res.output.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:")
+
+
+def test_empty_prompt_and_missing_bundled_model(checkpoint):
+    res = run("generate", "", "--model", str(checkpoint))
+    assert res.exit_code == 2 and "PROMPT" in res.output
