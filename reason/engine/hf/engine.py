@@ -461,13 +461,14 @@ class HFEngine(Engine):
 
     def _sample(self, logits: torch.Tensor, seqs: list[_Seq]) -> None:
         samplings: list[Sampling] = [s.job.request.sampling for s in seqs]
-        tokens, logprobs = choose_tokens(
-            logits,
-            [sp.temperature for sp in samplings],
-            [sp.top_k for sp in samplings],
-            [sp.top_p for sp in samplings],
-            [uniform(s.seed, len(s.tokens)) for s in seqs],
-        )
+        with torch.inference_mode():
+            tokens, logprobs = choose_tokens(
+                logits,
+                [sp.temperature for sp in samplings],
+                [sp.top_k for sp in samplings],
+                [sp.top_p for sp in samplings],
+                [uniform(s.seed, len(s.tokens)) for s in seqs],
+            )
         for s, t, lp in zip(seqs, tokens, logprobs):
             s.tokens.append(t)
             s.logprobs.append(lp)
