@@ -148,7 +148,7 @@ def bench_branching(model, tokenizer, ids: list[list[int]], width: int, depth: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)

@@ -64,8 +64,9 @@ class SearchContext:
         self.tree.ledger.wall_seconds = time.perf_counter() - self._t0
         return children
 
-    async def expand_all(self, requests: Sequence[tuple[Node, int]], stop: Stop | None = None,
-                         sampling: Sampling | None = None) -> list[list[Node]]:
+    async def expand_all(
+        self, requests: Sequence[tuple[Node, int]], stop: Stop | None = None, sampling: Sampling | None = None
+    ) -> list[list[Node]]:
         """Expand several ``(node, n)`` pairs at once; children per pair, in order."""
         return list(await asyncio.gather(*(self.expand(node, n, stop, sampling) for node, n in requests)))
 

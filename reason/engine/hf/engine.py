@@ -58,14 +58,12 @@ class _Job:
     seqs: list[_Seq] = field(default_factory=list)
     entries: list[NodeKV] | None = None  # pinned path entries while admitted
     started: bool = False  # first tokens sampled
+    private: list[int] | None = None  # without prefix caching: this job's own copy of the path KV
+    private_hidden: torch.Tensor | None = None
 
     @property
     def tree(self) -> Tree:
         return self.request.tree
-
-    @property
-    def path_len(self) -> int:
-        return sum(len(n.token_ids) for n in self.path)
 
     def live(self) -> list[_Seq]:
         return [s for s in self.seqs if s.finish is None]
@@ -78,6 +76,7 @@ class _Plan:
     seqs: list[_Seq] | None = None  # None: a head row
     head_nodes: list[tuple[int, NodeKV]] = field(default_factory=list)  # (query index, entry) of node ends
     discard_last: bool = False  # head row re-feeds a cached last token only for its hidden state
+    private: bool = False  # head row of a job without prefix caching (see HFEngine.prefix_cache)
 
 
 class HFEngine(Engine):
@@ -88,8 +87,9 @@ class HFEngine(Engine):
         cache_tokens / cache_bytes: KV budget (one of them; ``None`` for unbounded). Over budget,
             the least recently used unpinned subtrees are evicted and recomputed when needed again.
         max_running: most sequences decoded at once; further requests wait their turn.
-        prefix_cache: ``False`` drops every job's KV when it finishes, so each expansion prefills its
-            whole path again (the baseline that benchmarks compare against).
+        prefix_cache: ``False`` gives every expansion a private copy of its path's KV, prefilled from
+            scratch and dropped when it finishes (siblings of one expansion still share it): the
+            engine without caching, the baseline benchmarks compare against.
         pack_siblings: decode a job's children as one tree-masked row (the prefix is gathered once
             per job instead of once per child).
         prefill_tokens_per_forward: bound on padded tokens of one prefill forward.
@@ -223,13 +223,14 @@ class HFEngine(Engine):
             tree.add_release_hook(self.store.release)
             self._hooked.add(tree.uid)
         path = tree.path(request.node)
-        self._tickets += 1
-        job = _Job(self._tickets, request, path, order=0, ids=tree.reserve_ids(request.n))
-        room = None if self.max_context is None else self.max_context - job.path_len
+        path_len = sum(len(n.token_ids) for n in path)
+        room = None if self.max_context is None else self.max_context - path_len
         if room is not None and room < 1:
             raise ReasonError(
                 "node", f"its path already fills the model's context ({self.max_context} tokens)", "expand a shorter path"
             )
+        self._tickets += 1
+        job = _Job(self._tickets, request, path, order=0, ids=tree.reserve_ids(request.n))
         sampling = request.sampling
         base_seed = sampling.seed if sampling.seed is not None else fresh_seed()
         for i in range(request.n):
@@ -302,6 +303,12 @@ class HFEngine(Engine):
         restoring: set[NodeKV] = set()
         for job in self._running:
             assert job.entries is not None
+            if not self.prefix_cache:
+                if job.private is None:
+                    plans.append(self._private_head_plan(job))
+                elif job.started:
+                    plans.extend(self._decode_plans(job))
+                continue
             missing = [e for e in job.entries if not e.complete]
             needs_head = not job.started and job.entries[-1].head_hidden is None
             if missing or needs_head:
@@ -318,7 +325,14 @@ class HFEngine(Engine):
         return plans
 
     def _path_slots(self, job: _Job) -> list[int]:
+        if job.private is not None:
+            return job.private
         return [s for e in job.entries for s in e.slots]
+
+    def _private_head_plan(self, job: _Job) -> _Plan:
+        tokens = [t for n in job.path for t in n.token_ids]
+        row = Row(tokens=tokens, positions=list(range(len(tokens))), write_slots=[], ctx=[], want=[len(tokens) - 1])
+        return _Plan(row, job, None, [(len(tokens) - 1, job.entries[-1])], private=True)
 
     def _head_plan(self, job: _Job) -> _Plan:
         entries = job.entries
@@ -413,10 +427,17 @@ class HFEngine(Engine):
             plans = [p for p in plans if p.job is not victim]
         return plans
 
-    def _preempt(self, job: _Job) -> None:
+    def _free_job_kv(self, job: _Job) -> None:
         for s in job.seqs:
             self.pool.free(s.slots)
             s.slots = []
+        if job.private is not None:
+            self.pool.free(job.private)
+            job.private = None
+            job.private_hidden = None
+
+    def _preempt(self, job: _Job) -> None:
+        self._free_job_kv(job)
         self._running.remove(job)
         if job.entries is not None:
             self.store.unpin(job.entries)
@@ -424,9 +445,7 @@ class HFEngine(Engine):
         self._waiting.insert(0, job)
 
     def _fail(self, job: _Job, error: BaseException) -> None:
-        for s in job.seqs:
-            self.pool.free(s.slots)
-            s.slots = []
+        self._free_job_kv(job)
         if job in self._running:
             self._running.remove(job)
         if job.entries is not None:
@@ -513,6 +532,14 @@ class HFEngine(Engine):
 
     def _absorb_head(self, p: _Plan, hidden: torch.Tensor) -> None:
         slots = p.row.write_slots
+        if p.private:
+            last = p.job.entries[-1]
+            fresh = 1 if last.sampled and last.fed < len(last.node.token_ids) else 0
+            self._count_prefill(p.job.tree, p.row.q - fresh)
+            last.fed = len(last.node.token_ids)
+            p.job.private = list(slots)
+            p.job.private_hidden = hidden[0].clone()
+            return
         at = 0
         tree = p.job.tree
         for (q_index, entry), h in zip(p.head_nodes, hidden):
@@ -530,18 +557,21 @@ class HFEngine(Engine):
             entry.head_hidden = h.clone()
 
     def _start_ready_jobs(self) -> None:
-        ready = [
-            j
-            for j in self._running
-            if not j.started and j.entries is not None and j.entries[-1].complete and j.entries[-1].head_hidden is not None
-        ]
+        ready: list[tuple[_Job, torch.Tensor]] = []
+        for j in self._running:
+            if j.started or j.entries is None:
+                continue
+            if j.private_hidden is not None:
+                ready.append((j, j.private_hidden))
+            elif self.prefix_cache and j.entries[-1].complete and j.entries[-1].head_hidden is not None:
+                ready.append((j, j.entries[-1].head_hidden))
         if not ready:
             return
-        hidden = torch.stack([j.entries[-1].head_hidden for j in ready])
+        hidden = torch.stack([h for _, h in ready])
         logits = self.logits(hidden)
         rows: list[torch.Tensor] = []
         seqs: list[_Seq] = []
-        for j, row in zip(ready, logits):
+        for (j, _), row in zip(ready, logits):
             j.started = True
             live = j.live()
             rows.extend([row] * len(live))
@@ -558,10 +588,11 @@ class HFEngine(Engine):
             parent = job.request.node
             children: list[Node] = []
             error: BaseException | None = None
+            if not self.prefix_cache:
+                self._free_job_kv(job)
             if parent not in tree:
                 error = ReasonError("node", "was pruned while it was being expanded", "do not prune pending nodes")
-                for s in job.seqs:
-                    self.pool.free(s.slots)
+                self._free_job_kv(job)
             else:
                 for s, node_id in zip(job.seqs, job.ids):
                     text = self.decode([t for t in s.tokens if not (s.finish == "eos" and t in self.eos_ids)])
@@ -576,6 +607,4 @@ class HFEngine(Engine):
             assert job.entries is not None
             self.store.unpin(job.entries)
             job.entries = None
-            if not self.prefix_cache:
-                self.store.clear_unpinned(job.path + children)
             self._done.append(Outcome(job.ticket, children, error))

@@ -228,14 +228,6 @@ class NodeStore:
         else:
             self._drop(entry)
 
-    def clear_unpinned(self, nodes: list[Node]) -> None:
-        """Free the slots of those of ``nodes`` no request pins, keeping their records (the
-        engine's no-prefix-cache mode)."""
-        for node in nodes:
-            entry = self._entries.get(node)
-            if entry is not None and entry.pins == 0:
-                self._clear(entry, evicted=False)
-
     def evict(self, need: int) -> int:
         """Free slots of least recently used unpinned cached leaves until ``need`` are free in the
         pool (or nothing more can go); returns how many slots were freed."""
