@@ -6,8 +6,8 @@
    engine versus the same engine with prefix caching off (every expansion prefills its whole path
    again): ratio of tokens fed to the model and of wall time.
 
-The model is a random-weight model of a realistic shape (Qwen2.5-0.5B's config with fewer layers by
-default), float32 on CPU. Run: ``python benchmarks/engine.py`` (``--help`` for sizes).
+The model is a random-weight model of a realistic shape (Qwen2.5-0.5B's config; 8 of its 24 layers
+by default, ``--layers 24`` for all), float32 on CPU. Run: ``python benchmarks/engine.py`` (``--help`` for sizes).
 """
 
 from __future__ import annotations
