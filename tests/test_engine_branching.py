@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from reason.engine.base import ExpandRequest, Sampling, Stop
 from reason.engine.hf import HFEngine
 
-PROMPTS = [f"Problem {i}: what is {i} * {i + 3}? Think step by step.\nStep 1:" for i in range(4)]
+PROMPTS = [f"Problem {i}: what is {i} * {i + 3}? Think step by step.\nStep 1:" for i in range(8)]
 STOP = Stop(strings=("\n",), max_tokens=6)
 
 
-def grow(engine: HFEngine, prompts=PROMPTS, width=3, depth=3, one_at_a_time=False):
+def grow(engine: HFEngine, prompts=PROMPTS[:4], width=3, depth=3, one_at_a_time=False):
     """Give every node `width` children, level by level, to `depth`; returns the trees."""
     trees = [engine.new_tree(p) for p in prompts]
     frontier = [(t, t.root) for t in trees]
@@ -31,26 +33,58 @@ def snapshot(trees):
     return [[(n.id, n.parent.id if n.parent else None, tuple(n.token_ids)) for n in t] for t in trees]
 
 
-def test_ample_cache_prefills_only_prompts(llama, tokenizer):
-    engine = HFEngine(llama, tokenizer)
-    trees = grow(engine)
+@pytest.fixture(scope="module")
+def ample(models, tokenizer):
+    """The issue's workload: 8 prompts, every node given 4 children, to depth 4, with ample cache."""
+    engine = HFEngine(models["llama"], tokenizer)
+    return engine, grow(engine, PROMPTS, width=4, depth=4)
+
+
+def test_ample_cache_prefills_only_prompts(ample):
+    engine, trees = ample
     for t in trees:
-        assert len(t) == 1 + 3 + 9 + 27
+        assert len(t) == 1 + 4 + 16 + 64 + 256
         assert t.ledger.prefill_tokens == t.ledger.prompt_tokens
         assert t.ledger.generated_tokens == t.ledger.unique_tree_tokens - t.ledger.prompt_tokens
     assert engine.ledger.prefill_tokens == sum(t.ledger.prompt_tokens for t in trees)
-    assert engine.store.evicted_tokens == 0
+    assert engine.store.evicted_tokens == 0 and engine.preemptions == 0
 
 
-def test_small_cache_evicts_recomputes_and_matches(llama, tokenizer):
-    ample = grow(HFEngine(llama, tokenizer))
-    small = HFEngine(llama, tokenizer, cache_tokens=160)
-    trees = grow(small)
-    assert snapshot(trees) == snapshot(ample)
+def test_small_cache_evicts_recomputes_and_matches(ample, models, tokenizer):
+    _, reference = ample
+    small = HFEngine(models["llama"], tokenizer, cache_tokens=1500)
+    trees = grow(small, PROMPTS, width=4, depth=4)
+    assert snapshot(trees) == snapshot(reference)
     assert small.store.evicted_tokens > 0
     extra = sum(t.ledger.prefill_tokens - t.ledger.prompt_tokens for t in trees)
     assert extra > 0
-    assert small.pool.capacity <= 160
+    assert small.ledger.prefill_tokens == sum(t.ledger.prefill_tokens for t in trees)
+    assert small.pool.capacity <= 1500
+
+
+def test_tight_cache_preempts_and_still_matches(llama, tokenizer):
+    reference = grow(HFEngine(llama, tokenizer))
+    tight = HFEngine(llama, tokenizer, cache_tokens=90)
+    trees = grow(tight)
+    assert snapshot(trees) == snapshot(reference)
+    assert tight.preemptions > 0
+
+
+def test_budget_in_bytes(llama, tokenizer):
+    engine = HFEngine(llama, tokenizer, cache_bytes=100 * HFEngine(llama, tokenizer).pool.bytes_per_slot())
+    assert engine.pool.limit == 100
+
+
+def test_prune_and_release_free_kv(llama, tokenizer):
+    engine = HFEngine(llama, tokenizer)
+    [tree] = grow(engine, PROMPTS[:1], width=2, depth=2)
+    used = engine.pool.n_used
+    child = tree.root.children[0]
+    held = sum(len(engine.store.peek(n).slots) for n in tree if n in (child, *child.children) and engine.store.peek(n))
+    tree.prune(child)
+    assert engine.pool.n_used == used - held > 0
+    engine.release(tree)
+    assert engine.pool.n_used == 0
 
 
 def test_batched_equals_one_at_a_time(llama, tokenizer):
@@ -72,4 +106,9 @@ def test_no_prefix_cache_refills_paths(llama, tokenizer):
     engine = HFEngine(llama, tokenizer, prefix_cache=False)
     trees = grow(engine)
     assert snapshot(trees) == snapshot(ref)
-    assert all(t.ledger.prefill_tokens > 3 * t.ledger.prompt_tokens for t in trees)
+    for t in trees:
+        expanded = [n for n in t if n.children]
+        # Every expansion prefills its whole path; a node's own last token was never fed before.
+        expected = sum(len(t.prefix_ids(n)) for n in expanded) - sum(1 for n in expanded if n.parent is not None)
+        assert t.ledger.prefill_tokens == expected
+    assert engine.pool.n_used == 0

@@ -151,6 +151,7 @@ class HFEngine(Engine):
         self._running: list[_Job] = []
         self._done: list[Outcome] = []
         self._hooked: set[int] = set()
+        self.preemptions = 0  # jobs whose KV was dropped to make room (recomputed later)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -437,6 +438,7 @@ class HFEngine(Engine):
             job.private_hidden = None
 
     def _preempt(self, job: _Job) -> None:
+        self.preemptions += 1
         self._free_job_kv(job)
         self._running.remove(job)
         if job.entries is not None:
