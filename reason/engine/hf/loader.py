@@ -44,6 +44,22 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
+def checkpoint_name(model: str | os.PathLike, field: str = "model") -> str:
+    """The name to hand to ``from_pretrained``: a checked local directory, or a hub id as given.
+    A path that does not exist, or lacks ``config.json``, is a one-line error naming ``field``."""
+    name = str(model)
+    if not name:
+        raise ReasonError(field, "is empty", "give a checkpoint directory or a hub id")
+    path = Path(name).expanduser()
+    if _looks_local(name):
+        if not path.exists():
+            raise ReasonError(field, f"no such path {name!r}", "give an existing checkpoint directory or a hub id")
+        if not (path / "config.json").exists():
+            raise ReasonError(field, f"{name!r} has no config.json", "point at a transformers checkpoint directory")
+        return str(path)
+    return name
+
+
 def load_model_and_tokenizer(
     model: str | os.PathLike,
     *,
@@ -65,14 +81,7 @@ def load_model_and_tokenizer(
             f"{attn_implementation!r} cannot take the tree-shaped 4-D masks the engine uses",
             "use sdpa or eager",
         )
-    name = str(model)
-    path = Path(name).expanduser()
-    if _looks_local(name):
-        if not path.exists():
-            raise ReasonError("model", f"no such path {name!r}", "give an existing checkpoint directory or a hub id")
-        if not (path / "config.json").exists():
-            raise ReasonError("model", f"{name!r} has no config.json", "point at a transformers checkpoint directory")
-        name = str(path)
+    name = checkpoint_name(model)
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     try:
