@@ -1,0 +1,154 @@
+"""Scoring tree nodes: split a node's path into steps, ask the scorer, cache per node, charge the ledger.
+
+:class:`NodeScorer` turns a PRM into "score these nodes":
+
+* a node's path text (below the prompt) is split into steps on the policy's step delimiter;
+* each node is scored at most once per aggregation; its per-step scores are kept in
+  ``node.extra["<name>.steps"]`` and its aggregate in ``node.scores[<name>]``;
+* with an incremental PRM (step ``k``'s score depends only on steps ``1..k``), one model item serves
+  every requested node whose steps are a prefix of another's, so a batch of nodes on one path costs
+  one item; already-scored ancestors are never re-sent;
+* ``prm_calls`` counts model items, ``prm_tokens`` the tokens fed.
+
+:class:`NodeValuer` does the same for value models (``value_calls``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+from reason.errors import ReasonError
+from reason.tree import Node, Tree
+from rewards.base import ProcessRewardModel, ValueModel
+
+AGGREGATIONS = ("last", "min", "prod", "mean", "model")
+
+
+def aggregate(scores: Sequence[float], how: str) -> float:
+    """Combine step scores: ``last``, ``min``, ``prod`` or ``mean`` (``model`` scores are already one)."""
+    if not scores:
+        raise ReasonError("scores", "is empty", "score at least one step")
+    if how in ("last", "model"):
+        return float(scores[-1])
+    if how == "min":
+        return float(min(scores))
+    if how == "prod":
+        return float(math.prod(scores))
+    if how == "mean":
+        return float(sum(scores) / len(scores))
+    raise ReasonError("aggregation", f"unknown aggregation {how!r}", f"use one of {', '.join(AGGREGATIONS)}")
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """Steps of ``text``: the non-blank pieces between delimiters (PRM formats put their own step
+    tags where the delimiters were)."""
+    if not delimiter:
+        raise ReasonError("delimiter", "is empty", "give the policy's step delimiter, e.g. '\\n\\n'")
+    return [p for p in text.split(delimiter) if p.strip()]
+
+
+def question_of(tree: Tree) -> str:
+    """The problem text a scorer sees: ``tree.meta["question"]`` if set, else the prompt text."""
+    return str(tree.meta.get("question", tree.root.text))
+
+
+class NodeScorer:
+    """Scores nodes of trees with a :class:`ProcessRewardModel` (see the module docstring)."""
+
+    def __init__(
+        self,
+        prm: ProcessRewardModel,
+        *,
+        delimiter: str = "\n\n",
+        aggregation: str = "last",
+        name: str | None = None,
+        question: Callable[[Tree], str] = question_of,
+    ) -> None:
+        if aggregation not in AGGREGATIONS:
+            raise ReasonError("aggregation", f"unknown aggregation {aggregation!r}", f"use one of {', '.join(AGGREGATIONS)}")
+        self.prm = prm
+        self.delimiter = delimiter
+        self.aggregation = aggregation
+        self.name = name or prm.name
+        self.question = question
+
+    @property
+    def _steps_key(self) -> str:
+        return f"{self.name}.{'model' if self.aggregation == 'model' else 'steps'}"
+
+    def steps_of(self, tree: Tree, node: Node) -> list[str]:
+        """The steps of ``node``'s path as this scorer sends them."""
+        text = tree.text(node)
+        if self.aggregation == "model":
+            return [text.strip()] if text.strip() else []
+        return split_steps(text, self.delimiter)
+
+    def score(self, tree: Tree, nodes: Sequence[Node]) -> list[float]:
+        """Aggregated scores of ``nodes`` (cached in ``node.scores[name]``)."""
+        key = self._steps_key
+        todo = [n for n in dict.fromkeys(nodes) if key not in n.extra]
+        if todo:
+            self._fill(tree, todo, key)
+        out = []
+        for n in nodes:
+            value = aggregate(n.extra[key], self.aggregation) if n.extra[key] else 0.0
+            n.scores[self.name] = value
+            out.append(value)
+        return out
+
+    def step_scores(self, tree: Tree, node: Node) -> list[float]:
+        """Per-step scores of ``node``'s path (scoring it if needed)."""
+        self.score(tree, [node])
+        return list(node.extra[self._steps_key])
+
+    def _fill(self, tree: Tree, nodes: list[Node], key: str) -> None:
+        question = self.question(tree)
+        steps = {n: self.steps_of(tree, n) for n in nodes}
+        for n in nodes:
+            if not steps[n]:
+                n.extra[key] = []  # nothing to score yet (only whitespace below the prompt)
+        pending = [n for n in nodes if steps[n]]
+        serve: dict[Node, Node] = {}
+        if self.prm.incremental and self.aggregation != "model":
+            # Longest first: a node whose steps are a prefix of a longer request reads its scores
+            # from that request's item.
+            pending.sort(key=lambda n: -len(steps[n]))
+            sent: list[Node] = []
+            for n in pending:
+                donor = next((m for m in sent if steps[m][: len(steps[n])] == steps[n]), None)
+                if donor is None:
+                    sent.append(n)
+                else:
+                    serve[n] = donor
+            pending = sent
+        if pending:
+            result = self.prm.score_batch([(question, steps[n]) for n in pending])
+            for n, s in zip(pending, result.scores):
+                if len(s) != len(steps[n]):
+                    raise ReasonError("prm", f"returned {len(s)} scores for {len(steps[n])} steps", "check the PRM adapter")
+                n.extra[key] = [float(x) for x in s]
+            tree.ledger.prm_calls += len(pending)
+            tree.ledger.prm_tokens += result.tokens
+        for n, donor in serve.items():
+            n.extra[key] = donor.extra[key][: len(steps[n])]
+
+
+class NodeValuer:
+    """Values of nodes from a :class:`ValueModel`, cached in ``node.scores[name]``."""
+
+    def __init__(self, model: ValueModel, *, name: str | None = None, question: Callable[[Tree], str] = question_of) -> None:
+        self.model = model
+        self.name = name or model.name
+        self.question = question
+
+    def value(self, tree: Tree, nodes: Sequence[Node]) -> list[float]:
+        """Values of ``nodes``; each node is valued once."""
+        todo = [n for n in dict.fromkeys(nodes) if self.name not in n.scores]
+        if todo:
+            question = self.question(tree)
+            result = self.model.value_batch([(question, tree.text(n)) for n in todo])
+            for n, v in zip(todo, result.values):
+                n.scores[self.name] = float(v)
+            tree.ledger.value_calls += len(todo)
+        return [n.scores[self.name] for n in nodes]
