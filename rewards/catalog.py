@@ -59,6 +59,35 @@ for _name, _path in {
     prms.add(_name, _adapter(_name, _path))
 
 
+@prms.register("arith")
+def _arith_prm(path: str | None = None, **options: Any) -> ProcessRewardModel:
+    """The exact arith step checker (no checkpoint)."""
+    if path:
+        raise ReasonError("prm", "'arith' takes no checkpoint", "use --prm arith")
+    from tasks.arith.scorers import ArithPRM
+
+    return ArithPRM(**options)
+
+
+@value_models.register("arith")
+def _arith_value(path: str | None = None, **options: Any) -> ValueModel:
+    """The bundled arith value model (learned from the bundled policy's rollouts)."""
+    from rewards.value import LMValueModel
+    from tasks.arith.train_value import PROMPT_FORMAT
+
+    options.setdefault("prompt_format", PROMPT_FORMAT)
+    options.setdefault("dtype", "float32")
+    return LMValueModel.from_pretrained(path or _bundled("value"), **options)
+
+
+def _bundled(sub: str) -> str:
+    from importlib.resources import files
+
+    from reason.models import resolve_model
+
+    return resolve_model("arith") if sub == "model" else str(files("tasks.arith").joinpath(sub))
+
+
 @value_models.register("lm")
 def _lm_value(path: str | None = None, **options: Any) -> ValueModel:
     """A scalar-head causal LM (token or sequence classification, one label)."""

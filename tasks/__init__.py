@@ -5,3 +5,11 @@ from reason.registry import Registry
 suites: Registry = Registry("suite")
 
 __all__ = ["suites"]
+
+
+def load_suite(spec: str, **options):
+    """The problems of suite ``spec`` (``name`` or ``name:argument``, e.g. ``arith:3``)."""
+    from tasks.arith import suite as _arith  # noqa: F401  (registers "arith")
+
+    name, _, arg = spec.partition(":")
+    return suites.get(name)(arg or None, **options)

@@ -19,7 +19,7 @@ import torch
 from tasks.arith.problems import generate
 from tasks.arith.tokenizer import build_char_tokenizer
 
-LEVEL_MIX = {1: 0.10, 2: 0.20, 3: 0.30, 4: 0.25, 5: 0.15}
+LEVEL_MIX = {1: 0.05, 2: 0.20, 3: 0.30, 4: 0.27, 5: 0.18}
 
 
 def policy_config(vocab_size: int, hidden: int, layers: int, heads: int):

@@ -1,0 +1,155 @@
+"""Train the arith value model on the bundled policy's own rollouts:
+``python -m tasks.arith.train_value --out tasks/arith/value``.
+
+The policy samples solutions of train-split problems (levels 2-5, temperature 0.8); every prefix
+of a rollout at a step boundary (the empty one included) is labelled with whether that rollout's
+final answer was correct. A tiny Llama with a one-label token-classification head learns
+P(correct | question, prefix) from the last token. Held-out rollouts of test-split problems give the
+AUC printed at the end. Seeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from reason.engine.hf import HFEngine
+from reason.models import resolve_model
+from tasks.arith.problems import STEP_DELIMITER, generate
+from tasks.arith.rollouts import Rollout, sample_solutions
+from tasks.arith.tokenizer import build_char_tokenizer
+
+PROMPT_FORMAT = "{question}\n{partial}"
+
+
+def prefixes(rollout: Rollout) -> list[tuple[str, str, float]]:
+    """(question, partial solution, label) for every step boundary of ``rollout``."""
+    steps = rollout.steps
+    label = 1.0 if rollout.correct else 0.0
+    return [(rollout.problem.question, "".join(s + STEP_DELIMITER for s in steps[:k]), label) for k in range(len(steps) + 1)]
+
+
+def collect(engine: HFEngine, split: str, per_level: int, samples: int, seed: int) -> list[tuple[str, str, float]]:
+    """Labelled prefixes of the policy's rollouts on ``split`` problems of levels 2-5."""
+    out: list[tuple[str, str, float]] = []
+    for level in (2, 3, 4, 5):
+        problems = generate(level, per_level, seed=seed + 17, split=split)
+        for rollouts in sample_solutions(engine, problems, samples, 0.8, seed + level):
+            for r in rollouts:
+                out.extend(prefixes(r))
+    return out
+
+
+def auc(scores: list[float], labels: list[float]) -> float:
+    """Area under the ROC curve (probability a positive outranks a negative; ties count half)."""
+    pos = [s for s, y in zip(scores, labels) if y > 0.5]
+    neg = [s for s, y in zip(scores, labels) if y <= 0.5]
+    if not pos or not neg:
+        return float("nan")
+    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
+    # Average ranks over ties, then the Mann-Whitney U statistic.
+    ranks = [0.0] * len(ranked)
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, (_, y) in zip(ranks, ranked) if y == 1)
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+def value_config(vocab_size: int, hidden: int, layers: int, heads: int):
+    """The value model's config: a Llama with one output label."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=256,
+        num_labels=1,
+    )
+
+
+def train_value(
+    data: list[tuple[str, str, float]], *, steps: int, batch_size: int, lr: float, hidden: int, layers: int,
+    heads: int, seed: int
+):
+    """A trained token-classification value model and its tokenizer."""
+    from transformers import LlamaForTokenClassification
+
+    torch.manual_seed(seed)
+    tok = build_char_tokenizer()
+    model = LlamaForTokenClassification(value_config(len(tok), hidden, layers, heads))
+    model.config.pad_token_id = tok.pad_token_id
+    encoded = [(tok(PROMPT_FORMAT.format(question=q, partial=p))["input_ids"], y) for q, p, y in data]
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / steps))
+    model.train()
+    for step in range(1, steps + 1):
+        chunk = rng.sample(encoded, batch_size)
+        width = max(len(ids) for ids, _ in chunk)
+        x = torch.full((batch_size, width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, (ids, _) in enumerate(chunk):
+            x[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        last = torch.tensor([len(ids) - 1 for ids, _ in chunk])
+        y = torch.tensor([label for _, label in chunk])
+        logits = model(input_ids=x, attention_mask=mask).logits[torch.arange(batch_size), last, 0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 200 == 0:
+            print(f"value step {step}/{steps} loss {loss.item():.4f}", flush=True)
+    return model.eval(), tok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="arith")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "value")
+    parser.add_argument("--per-level", type=int, default=150)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--hidden", type=int, default=96)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    started = time.time()
+    engine = HFEngine.from_pretrained(resolve_model(args.policy), dtype="float32", device="cpu")
+    train_data = collect(engine, "train", args.per_level, args.samples, args.seed)
+    held_out = collect(engine, "test", max(20, args.per_level // 3), args.samples, args.seed + 1)
+    print(f"{len(train_data)} training prefixes ({sum(y for *_, y in train_data) / len(train_data):.2f} positive), "
+          f"{len(held_out)} held-out ({time.time() - started:.0f}s)", flush=True)
+    model, tok = train_value(train_data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
+                             layers=args.layers, heads=args.heads, seed=args.seed)
+    from rewards.value import LMValueModel
+
+    valuer = LMValueModel(model, tok, prompt_format=PROMPT_FORMAT)
+    scores = valuer.value_batch([(q, p) for q, p, _ in held_out]).values
+    print(f"held-out AUC {auc(scores, [y for *_, y in held_out]):.3f} on {len(held_out)} prefixes", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
+    print(f"done in {time.time() - started:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
