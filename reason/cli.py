@@ -74,7 +74,7 @@ def build_engine(model: str, backend: str, dtype: str, device: str | None, cache
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-tokens", type=int, default=256, show_default=True, help="Cap on each completion's tokens.")
 @click.option("--stop", "stops", multiple=True, help="Stop string (repeatable); kept at the end of the text.")
-@click.option("--chat/--no-chat", default=False, show_default=True, help="Wrap the prompt as a user message in the chat template.")
+@click.option("--chat/--no-chat", default=None, help="Wrap the prompt as a user message in the chat template (default: when the tokenizer has one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @friendly
 def generate(
@@ -91,7 +91,7 @@ def generate(
     seed: int,
     max_tokens: int,
     stops: tuple[str, ...],
-    chat: bool,
+    chat: bool | None,
     as_json: bool,
 ) -> None:
     """Sample N completions of PROMPT."""
@@ -105,6 +105,8 @@ def generate(
     sampling = Sampling.make(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     stop = Stop.make(strings=tuple(s.encode().decode("unicode_escape") for s in stops), max_tokens=max_tokens)
     engine = build_engine(model, backend, dtype, device, cache_tokens)
+    if chat is None:
+        chat = bool(getattr(getattr(engine, "tokenizer", None), "chat_template", None))
     result = run_generate(engine, [{"role": "user", "content": prompt}] if chat else prompt, n=n, sampling=sampling, stop=stop)
     if as_json:
         data = result.model_dump(mode="json")

@@ -37,7 +37,7 @@ def test_generate_json(checkpoint):
 
 
 def test_generate_greedy_matches_hf_generate_from_disk(checkpoint):
-    res = run("generate", "Find x.", "--model", str(checkpoint), "--temperature", "0", "--max-tokens", "10", "--json")
+    res = run("generate", "Find x.", "--model", str(checkpoint), "--temperature", "0", "--max-tokens", "10", "--no-chat", "--json")
     ids = json.loads(res.output)["samples"][0]["token_ids"]
     engine = HFEngine.from_pretrained(str(checkpoint), dtype="float32", device="cpu")
     prompt = engine.tokenize_prompt("Find x.")[0]

@@ -9,6 +9,8 @@ import string
 
 CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
+# Chat messages render as the arith prompt: each message's text on its own line.
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] | trim }}\n{% endfor %}"
 
 
 def build_char_tokenizer():
@@ -21,4 +23,5 @@ def build_char_tokenizer():
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    tok.chat_template = CHAT_TEMPLATE
     return tok
