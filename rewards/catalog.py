@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from reason.errors import ReasonError
-from rewards import prms, value_models
+from rewards import prms, value_models, verifiers
 from rewards.base import ProcessRewardModel, ValueModel
 
 DEFAULT_CHECKPOINTS = {
@@ -67,6 +67,16 @@ def _arith_prm(path: str | None = None, **options: Any) -> ProcessRewardModel:
     from tasks.arith.scorers import ArithPRM
 
     return ArithPRM(**options)
+
+
+def _arith_verifier(**options: Any):
+    """The exact arith answer checker."""
+    from tasks.arith.scorers import ArithVerifier
+
+    return ArithVerifier(**options)
+
+
+verifiers.add("arith", _arith_verifier)
 
 
 @value_models.register("arith")

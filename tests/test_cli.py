@@ -74,3 +74,15 @@ def test_bad_input_exits_nonzero_with_one_line(checkpoint, args, field):
 def test_empty_prompt_and_missing_bundled_model(checkpoint):
     res = run("generate", "", "--model", str(checkpoint))
     assert res.exit_code == 2 and "PROMPT" in res.output
+
+
+def test_score_with_named_scorers():
+    res = run("score", "3+4*5", "--solution", "4*5=20\\n3+21=24\\nanswer: 24", "--prm", "arith", "--delimiter", "\\n",
+              "--verifier", "arith", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["step_scores"] == [1.0, 0.0, 0.0] and data["verifier"] == 0.0
+    bad = run("score", "3+4*5", "--solution", "x", "--prm", "nope")
+    assert bad.exit_code == 2 and bad.output.startswith("error: prm: unknown prm 'nope'")
+    bad_q = run("score", "3+x", "--solution", "4*5=20", "--prm", "arith", "--delimiter", "\\n")
+    assert bad_q.exit_code == 2 and bad_q.output.startswith("error: question:")
