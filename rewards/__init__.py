@@ -7,3 +7,7 @@ verifiers: Registry = Registry("verifier")
 value_models: Registry = Registry("value")
 
 __all__ = ["prms", "verifiers", "value_models"]
+
+# Registrations (after the registries exist): verifiers, then the named PRMs / value models.
+from rewards import catalog as _catalog  # noqa: E402,F401
+from rewards import graders as _graders  # noqa: E402,F401
