@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-from rewards.base import ProcessRewardModel, StepScores, check_steps
-from rewards.hf_common import left_truncate, load_pretrained, load_tokenizer, pad_id_of, pad_right, single_token_id
+from rewards.hf_common import load_pretrained, load_tokenizer, single_token_id
+from rewards.prm.tagged import TaggedPRM, label_probability, positions_of
 from reason.errors import ReasonError
 
 QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -47,19 +47,16 @@ class Qwen2ProcessRewardHead(Qwen2PreTrainedModel):
         return self.score(hidden)
 
 
-def _label_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    out = model(input_ids=input_ids, attention_mask=attention_mask)
-    if isinstance(out, torch.Tensor):
-        return out
-    return out.logits if hasattr(out, "logits") else out[0]
+def _label_logits(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    return output.logits if hasattr(output, "logits") else output[0]
 
 
-class QwenMathPRM(ProcessRewardModel):
+class QwenMathPRM(TaggedPRM):
     """Qwen2.5-Math-PRM adapter (see the module docstring).
 
-    Options: ``step_tag`` (default ``<extra_0>``), ``system_prompt``, ``batch_size``, ``max_length``
-    (longer inputs lose tokens from the left, i.e. the start of the prompt; a step whose tag would be
-    cut is a one-line error).
+    Options: ``step_tag`` (default ``<extra_0>``), ``system_prompt``, ``batch_size``, ``max_length``.
     """
 
     name = "qwen"
@@ -74,13 +71,10 @@ class QwenMathPRM(ProcessRewardModel):
         batch_size: int = 8,
         max_length: int | None = 4096,
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
         self.step_tag = step_tag
         self.tag_id = single_token_id(tokenizer, step_tag, "step_tag")
         self.system_prompt = system_prompt
-        self.batch_size = batch_size
-        self.max_length = max_length
         if not getattr(tokenizer, "chat_template", None):
             raise ReasonError("prm", "the Qwen PRM's tokenizer has no chat template", "use the PRM's own tokenizer")
 
@@ -104,32 +98,16 @@ class QwenMathPRM(ProcessRewardModel):
             model = load_pretrained(Qwen2ProcessRewardHead, name, dtype=dtype, device=device)
         return cls(model, tokenizer, **options)
 
-    def encode(self, question: str, steps: Sequence[str]) -> list[int]:
-        """Token ids of one item, tags included."""
-        check_steps(question, steps)
-        clean = [s.replace(self.step_tag, "") for s in steps]
+    def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        tag = self.step_tag
         messages = [
             {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": question.replace(self.step_tag, "")},
-            {"role": "assistant", "content": self.step_tag.join(clean) + self.step_tag},
+            {"role": "user", "content": question.replace(tag, "")},
+            {"role": "assistant", "content": tag.join(s.replace(tag, "") for s in steps) + tag},
         ]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        kept = left_truncate(ids, self.max_length)
-        if kept.count(self.tag_id) != len(steps):
-            raise ReasonError("max_length", f"{self.max_length} tokens cut off step tags", "raise max_length or score fewer steps")
-        return kept
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return ids, positions_of(ids, self.tag_id)
 
-    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> StepScores:
-        encoded = [self.encode(q, steps) for q, steps in items]
-        device = next(self.model.parameters()).device
-        scores: list[list[float]] = []
-        for start in range(0, len(encoded), self.batch_size):
-            chunk = encoded[start : start + self.batch_size]
-            ids, mask = pad_right(chunk, pad_id_of(self.tokenizer), device)
-            with torch.inference_mode():
-                probs = torch.softmax(_label_logits(self.model, ids, mask).float(), dim=-1)[..., 1]
-            for row, seq in enumerate(chunk):
-                at = torch.tensor([i for i, t in enumerate(seq) if t == self.tag_id], device=device)
-                scores.append(probs[row, at].tolist())
-        return StepScores(scores, sum(len(e) for e in encoded))
+    def read(self, output: Any, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return label_probability(_label_logits(output), rows, cols, label=1)
