@@ -33,14 +33,12 @@ def prefixes(rollout: Rollout) -> list[tuple[str, str, float]]:
     return [(rollout.problem.question, "".join(s + STEP_DELIMITER for s in steps[:k]), label) for k in range(len(steps) + 1)]
 
 
-def collect(engine: HFEngine, split: str, per_level: int, samples: int, seed: int) -> list[tuple[str, str, float]]:
-    """Labelled prefixes of the policy's rollouts on ``split`` problems of levels 2-5."""
-    out: list[tuple[str, str, float]] = []
+def collect(engine: HFEngine, split: str, per_level: int, samples: int, seed: int) -> dict[int, list[tuple[str, str, float]]]:
+    """Labelled prefixes of the policy's rollouts on ``split`` problems, by level (2-5)."""
+    out: dict[int, list[tuple[str, str, float]]] = {}
     for level in (2, 3, 4, 5):
         problems = generate(level, per_level, seed=seed + 17, split=split)
-        for rollouts in sample_solutions(engine, problems, samples, 0.8, seed + level):
-            for r in rollouts:
-                out.extend(prefixes(r))
+        out[level] = [x for rollouts in sample_solutions(engine, problems, samples, 0.8, seed + level) for r in rollouts for x in prefixes(r)]
     return out
 
 
@@ -83,14 +81,19 @@ def value_config(vocab_size: int, hidden: int, layers: int, heads: int):
 
 def train_value(
     data: list[tuple[str, str, float]], *, steps: int, batch_size: int, lr: float, hidden: int, layers: int,
-    heads: int, seed: int
+    heads: int, seed: int, init_from: str | None = None
 ):
-    """A trained token-classification value model and its tokenizer."""
+    """A trained token-classification value model and its tokenizer. With ``init_from`` (the
+    policy's directory) the backbone starts from the policy's weights, which already do the
+    arithmetic a value model must check; only the one-label head starts fresh."""
     from transformers import LlamaForTokenClassification
 
     torch.manual_seed(seed)
     tok = build_char_tokenizer()
-    model = LlamaForTokenClassification(value_config(len(tok), hidden, layers, heads))
+    if init_from:
+        model = LlamaForTokenClassification.from_pretrained(init_from, num_labels=1, dtype=torch.float32)
+    else:
+        model = LlamaForTokenClassification(value_config(len(tok), hidden, layers, heads))
     model.config.pad_token_id = tok.pad_token_id
     encoded = [(tok(PROMPT_FORMAT.format(question=q, partial=p))["input_ids"], y) for q, p, y in data]
     rng = random.Random(seed)
@@ -122,29 +125,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="arith")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "value")
-    parser.add_argument("--per-level", type=int, default=150)
+    parser.add_argument("--per-level", type=int, default=250)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--hidden", type=int, default=96)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scratch", action="store_true", help="do not start from the policy's weights")
     args = parser.parse_args()
     started = time.time()
     engine = HFEngine.from_pretrained(resolve_model(args.policy), dtype="float32", device="cpu")
-    train_data = collect(engine, "train", args.per_level, args.samples, args.seed)
-    held_out = collect(engine, "test", max(20, args.per_level // 3), args.samples, args.seed + 1)
+    train_data = [x for rows in collect(engine, "train", args.per_level, args.samples, args.seed).values() for x in rows]
+    held_by_level = collect(engine, "test", max(20, args.per_level // 3), args.samples, args.seed + 1)
+    held_out = [x for rows in held_by_level.values() for x in rows]
     print(f"{len(train_data)} training prefixes ({sum(y for *_, y in train_data) / len(train_data):.2f} positive), "
           f"{len(held_out)} held-out ({time.time() - started:.0f}s)", flush=True)
+    policy_dir = None if args.scratch else resolve_model(args.policy)
     model, tok = train_value(train_data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
-                             layers=args.layers, heads=args.heads, seed=args.seed)
+                             layers=args.layers, heads=args.heads, seed=args.seed, init_from=policy_dir)
     from rewards.value import LMValueModel
 
     valuer = LMValueModel(model, tok, prompt_format=PROMPT_FORMAT)
     scores = valuer.value_batch([(q, p) for q, p, _ in held_out]).values
-    print(f"held-out AUC {auc(scores, [y for *_, y in held_out]):.3f} on {len(held_out)} prefixes", flush=True)
+    labels = [y for *_, y in held_out]
+    print(f"held-out AUC {auc(scores, labels):.3f} on {len(held_out)} prefixes", flush=True)
+    at = 0
+    for level, rows in held_by_level.items():
+        part = slice(at, at + len(rows))
+        at += len(rows)
+        print(f"  level {level}: AUC {auc(scores[part], labels[part]):.3f} on {len(rows)} prefixes", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
