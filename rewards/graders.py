@@ -60,6 +60,11 @@ def grade_math(response: str, reference: str) -> float:
 
 def _serve(conn: Connection, grade: Callable[[str, str], float]) -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        grade("\\boxed{1}", "1")  # imports and warms up outside any item's time limit
+    except BaseException:
+        pass
+    conn.send(("ready", 0.0))
     while True:
         job = conn.recv()
         if job is None:
@@ -80,6 +85,12 @@ class _Worker:
         child.close()
         self.todo: list[tuple[int, str, str]] = []
         self.since = 0.0
+
+    def wait_ready(self, limit: float = 120.0) -> None:
+        """Block until the worker has started and warmed up."""
+        if not self.conn.poll(limit) or self.conn.recv()[0] != "ready":
+            self.kill()
+            raise RuntimeError("a grading worker did not start")
 
     def give(self, chunk: list[tuple[int, str, str]]) -> None:
         self.todo = list(chunk)
@@ -129,8 +140,10 @@ class MathVerifier(OutcomeVerifier):
         self.timeouts = 0
 
     def _ensure(self) -> None:
-        while len(self._pool) < self.n_workers:
-            self._pool.append(_Worker(self._ctx, self.grade))
+        fresh = [_Worker(self._ctx, self.grade) for _ in range(self.n_workers - len(self._pool))]
+        for w in fresh:
+            w.wait_ready()
+        self._pool.extend(fresh)
 
     def verify_batch(self, items: Sequence[VerifyItem]) -> list[float]:
         if not items:
@@ -174,6 +187,7 @@ class MathVerifier(OutcomeVerifier):
         w.kill()
         self._pool.remove(w)
         fresh = _Worker(self._ctx, self.grade)
+        fresh.wait_ready()
         self._pool.append(fresh)
         idle.append(fresh)
         if rest:
