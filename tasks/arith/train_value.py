@@ -22,6 +22,7 @@ from reason.models import resolve_model
 from tasks.arith.problems import STEP_DELIMITER, generate
 from tasks.arith.rollouts import Rollout, sample_solutions
 from tasks.arith.tokenizer import build_char_tokenizer
+from tasks.arith.train import policy_config
 
 PROMPT_FORMAT = "{question}\n{partial}"
 
@@ -64,19 +65,11 @@ def auc(scores: list[float], labels: list[float]) -> float:
 
 
 def value_config(vocab_size: int, hidden: int, layers: int, heads: int):
-    """The value model's config: a Llama with one output label."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=hidden * 3,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=256,
-        num_labels=1,
-    )
+    """The value model's config (for ``--scratch``): the policy's shape with one output label."""
+    cfg = policy_config(vocab_size, hidden, layers, heads)
+    cfg.num_labels = 1
+    cfg.tie_word_embeddings = False
+    return cfg
 
 
 def train_value(
