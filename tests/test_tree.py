@@ -11,7 +11,7 @@ from reason.tree import Tree
 def small_tree() -> Tree:
     t = Tree([1, 2, 3], "abc", meta={"id": "p0"})
     a = t.add_child(t.root, [4, 5], "de", [-0.1, -0.2], "stop")
-    b = t.add_child(t.root, [6], "f", [-0.3], "length")
+    t.add_child(t.root, [6], "f", [-0.3], "length")
     c = t.add_child(a, [7], "g", [-0.4], "eos")
     c.scores["prm"] = 0.75
     c.extra["visits"] = 3
