@@ -133,6 +133,93 @@ def generate(
     )
 
 
+@main.command()
+@click.argument("problem")
+@click.option("--strategy", "-s", default="best_of_n", show_default=True, help="Search strategy.")
+@click.option("--budget", "-b", type=int, default=16, show_default=True, help="Full-solution equivalents.")
+@engine_options
+@click.option("--suite", default="arith", show_default=True, help="The problem's domain (prompt, step delimiter, answers).")
+@click.option("--prm", "prm_spec", default="arith", show_default=True, help="NAME[=PATH_OR_ID], or 'none'.")
+@click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
+@click.option("--select", default="prm", show_default=True, help="best_of_n: prm, majority or weighted.")
+@click.option("--show-tree", is_flag=True, help="Draw the search tree.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with the tree when --show-tree).")
+@friendly
+def solve(
+    problem: str,
+    strategy: str,
+    budget: int,
+    model: str,
+    backend: str,
+    dtype: str,
+    device: str | None,
+    cache_tokens: int | None,
+    suite: str,
+    prm_spec: str,
+    value_spec: str | None,
+    seed: int,
+    temperature: float,
+    select: str,
+    show_tree: bool,
+    as_json: bool,
+) -> None:
+    """Solve PROBLEM with a search strategy and print the answer."""
+    from rewards.catalog import load_prm, load_value
+    from search import strategies
+    from search.solve import _load_strategies, make_budget, solve as run_solve
+
+    if not problem.strip():
+        raise ReasonError("PROBLEM", "is empty", "give the problem text")
+    _load_strategies()
+    strategies.get(strategy)
+    make_budget(budget)
+    from tasks.domains import domains
+
+    domains.get(suite).make_problem(problem)  # a malformed problem fails before any model loads
+    hf_options = {"dtype": dtype, "device": device}
+    prm = None if prm_spec in ("", "none") else load_prm(prm_spec, **({} if prm_spec == "arith" else hf_options))
+    value = None
+    if value_spec:
+        value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)
+    engine = build_engine(model, backend, dtype, device, cache_tokens)
+    result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
+                       temperature=temperature, select=select)
+    if as_json:
+        click.echo(json.dumps(result.to_json_dict(include_tree=show_tree)))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold]answer:[/bold] {result.answer}")
+    console.print(result.text)
+    if show_tree:
+        console.print(_render_tree(result.tree))
+    led = result.ledger
+    console.print(f"{len(result.candidates)} candidate(s) · generated {led.generated_tokens} · prefill {led.prefill_tokens} · "
+                  f"PRM calls {led.prm_calls} · {led.wall_seconds:.2f}s")
+
+
+def _render_tree(tree: Any):
+    """A rich Tree of the search tree: each node's text (one line) with its finish reason and scores."""
+    from rich.tree import Tree as RichTree
+
+    def label(node: Any) -> str:
+        text = node.text.strip().replace("\n", " | ") or "(prompt)"
+        scores = " ".join(f"{k}={v:.2f}" for k, v in node.scores.items())
+        return f"[{node.id}] {text[:80]}" + (f"  ({node.finish_reason})" if node.finish_reason else "") + (f"  {scores}" if scores else "")
+
+    root = RichTree(label(tree.root))
+    stack = [(tree.root, root)]
+    while stack:
+        node, branch = stack.pop()
+        for child in node.children:
+            sub = branch.add(label(child))
+            stack.append((child, sub))
+    return root
+
+
 def _unescape(text: str) -> str:
     return text.encode().decode("unicode_escape")
 

@@ -30,13 +30,28 @@ class SearchContext:
     random stream. Every random choice a strategy makes should come from :attr:`rng` or
     :meth:`next_seed`, so the same seed gives the same tree."""
 
-    def __init__(self, runner: "Runner", tree: Tree, seed: int = 0) -> None:
+    def __init__(
+        self,
+        runner: "Runner",
+        tree: Tree,
+        seed: int = 0,
+        *,
+        prm: Any = None,
+        value: Any = None,
+    ) -> None:
         self.runner = runner
         self.tree = tree
         self.seed = seed
         self.rng = random.Random(seed)
+        self.prm = prm  # scores nodes: .score(tree, nodes) -> list[float] (rewards.scoring.NodeScorer)
+        self.value = value  # values nodes: .value(tree, nodes) -> list[float] (rewards.scoring.NodeValuer)
         self._seeds = 0
         self._t0 = time.perf_counter()
+
+    @property
+    def started(self) -> float:
+        """When the context was made (``time.perf_counter``)."""
+        return self._t0
 
     @property
     def engine(self) -> Engine:
@@ -64,6 +79,22 @@ class SearchContext:
         self.tree.ledger.wall_seconds = time.perf_counter() - self._t0
         return children
 
+    async def score(self, nodes: Sequence[Node]) -> list[float]:
+        """The PRM's aggregated scores of ``nodes`` (cached per node; charged to the tree's ledger)."""
+        if self.prm is None:
+            from reason.errors import ReasonError
+
+            raise ReasonError("prm", "this search needs a PRM", "pass --prm NAME[=PATH]")
+        return list(self.prm.score(self.tree, list(nodes)))
+
+    async def values(self, nodes: Sequence[Node]) -> list[float]:
+        """The value model's estimates for ``nodes`` (cached per node; charged to the ledger)."""
+        if self.value is None:
+            from reason.errors import ReasonError
+
+            raise ReasonError("value", "this search needs a value model", "pass --value NAME[=PATH]")
+        return list(self.value.value(self.tree, list(nodes)))
+
     async def expand_all(
         self, requests: Sequence[tuple[Node, int]], stop: Stop | None = None, sampling: Sampling | None = None
     ) -> list[list[Node]]:
@@ -81,13 +112,19 @@ class Runner:
         self._wake: asyncio.Event | None = None
 
     def context(
-        self, prompt: Any = None, *, tree: Tree | None = None, seed: int = 0, meta: dict[str, Any] | None = None
+        self,
+        prompt: Any = None,
+        *,
+        tree: Tree | None = None,
+        seed: int = 0,
+        meta: dict[str, Any] | None = None,
+        **scorers: Any,
     ) -> SearchContext:
         """A context over a new tree for ``prompt`` (text, chat messages or token ids), or over
-        ``tree``."""
+        ``tree``; ``scorers`` are ``prm=`` / ``value=`` node scorers."""
         if tree is None:
             tree = self.engine.new_tree(prompt, meta=meta)
-        return SearchContext(self, tree, seed)
+        return SearchContext(self, tree, seed, **scorers)
 
     def submit(self, request: ExpandRequest) -> "asyncio.Future[list[Node]]":
         """Queue ``request`` with the engine; the future resolves to its children."""

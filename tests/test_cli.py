@@ -86,3 +86,16 @@ def test_score_with_named_scorers():
     assert bad.exit_code == 2 and bad.output.startswith("error: prm: unknown prm 'nope'")
     bad_q = run("score", "3+x", "--solution", "4*5=20", "--prm", "arith", "--delimiter", "\\n")
     assert bad_q.exit_code == 2 and bad_q.output.startswith("error: question:")
+
+
+def test_solve_on_the_bundled_model():
+    res = run("solve", "12+3*4", "--budget", "4", "--json", "--show-tree")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["strategy"] == "best_of_n" and len(data["candidates"]) == 4
+    assert len(data["tree"]["nodes"]) == 5
+    readable = run("solve", "12+3*4", "--strategy", "greedy", "--show-tree")
+    assert readable.exit_code == 0 and "answer:" in readable.output and "[0] 12+3*4" in readable.output
+    for args, field in ((["--strategy", "nope"], "strategy"), (["--budget", "0"], "budget"), (["--prm", "qwen=/no/such"], "prm")):
+        bad = run("solve", "12+3*4", *args)
+        assert bad.exit_code == 2 and bad.output.startswith(f"error: {field}:"), bad.output

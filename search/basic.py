@@ -1,0 +1,83 @@
+"""Reference strategies and best-of-N.
+
+* ``greedy``: one solution at temperature 0.
+* ``sample``: one sampled solution.
+* ``best_of_n``: ``budget.n`` solutions sampled together from the root; the answer is chosen by the
+  PRM's aggregated score (``select="prm"``), by majority vote over extracted answers
+  (``"majority"``), or by PRM-weighted vote (``"weighted"``: each answer's summed scores).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable
+
+from reason.context import SearchContext
+from reason.engine.base import Sampling, Stop
+from reason.errors import ReasonError
+from reason.tree import Node
+from search import strategies
+from search.budget import Budget
+from search.result import Candidate, SearchResult
+
+SELECTIONS = ("prm", "majority", "weighted")
+
+
+def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float | None], chosen: int,
+           extract: Callable[[str], str | None]) -> SearchResult:
+    """Build the result from candidate leaves (``chosen`` indexes the pick)."""
+    tree = ctx.tree
+    cands = [Candidate(text=tree.text(n), answer=extract(tree.text(n)), score=s, node_id=n.id) for n, s in zip(nodes, scores)]
+    pick = cands[chosen] if cands else None
+    return SearchResult(
+        strategy=name,
+        answer=pick.answer if pick else None,
+        text=pick.text if pick else "",
+        candidates=cands,
+        ledger=tree.ledger.model_copy(),
+        tree=tree,
+    )
+
+
+@strategies.register("greedy")
+async def greedy(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
+                 **_: object) -> SearchResult:
+    """One solution at temperature 0."""
+    [node] = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=0.0))
+    return finish(ctx, "greedy", [node], [None], 0, extract)
+
+
+@strategies.register("sample")
+async def sample(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
+                 temperature: float = 0.8, **_: object) -> SearchResult:
+    """One sampled solution."""
+    [node] = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=temperature))
+    return finish(ctx, "sample", [node], [None], 0, extract)
+
+
+@strategies.register("best_of_n")
+async def best_of_n(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
+                    temperature: float = 0.8, select: str = "prm", **_: object) -> SearchResult:
+    """``budget.n`` sampled solutions; the answer by PRM score, majority or PRM-weighted vote."""
+    if select not in SELECTIONS:
+        raise ReasonError("select", f"unknown selection {select!r}", f"use one of {', '.join(SELECTIONS)}")
+    if select != "majority" and ctx.prm is None:
+        raise ReasonError("prm", f"best_of_n with select={select!r} needs a PRM", "pass --prm or use select=majority")
+    cap = budget.max_tokens
+    stop = final if cap is None else final.model_copy(update={"max_tokens": min(final.max_tokens or cap, cap)})
+    nodes = await ctx.expand(ctx.tree.root, budget.n, stop, Sampling(temperature=temperature))
+    scores: list[float | None] = list(await ctx.score(nodes)) if select != "majority" else [None] * len(nodes)
+    answers = [extract(ctx.tree.text(n)) for n in nodes]
+    if select == "prm":
+        chosen = max(range(len(nodes)), key=lambda i: (scores[i], -i))
+    else:
+        weight: dict[str, float] = defaultdict(float)
+        for a, s in zip(answers, scores):
+            if a is not None:
+                weight[a] += 1.0 if s is None else s
+        if weight:
+            best = max(weight, key=lambda a: (weight[a], -answers.index(a)))
+            chosen = answers.index(best)
+        else:
+            chosen = 0
+    return finish(ctx, "best_of_n", nodes, scores, chosen, extract)

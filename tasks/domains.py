@@ -1,0 +1,43 @@
+"""What a search needs to know about a problem's domain: how to turn a problem statement into a
+:class:`~tasks.problem.Problem` (validating it), the step delimiter, and how to read the final answer
+out of a solution. Registered by suite name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from reason.registry import Registry
+from tasks.problem import Problem
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A suite's conventions (see the module docstring)."""
+
+    name: str
+    delimiter: str
+    make_problem: Callable[[str], Problem]
+    extract_answer: Callable[[str], str | None]
+
+
+domains: Registry[Domain] = Registry("suite")
+
+
+def _arith() -> Domain:
+    from tasks.arith.problems import STEP_DELIMITER, make_problem
+    from tasks.arith.scorers import final_answer
+
+    def problem(question: str) -> Problem:
+        p = make_problem(question)
+        return Problem(id=p.id, question=p.question, answer=str(p.answer), prompt=p.prompt,
+                       step_delimiter=STEP_DELIMITER, meta={"level": p.level, "suite": "arith"})
+
+    def answer(text: str) -> str | None:
+        got = final_answer(text)
+        return None if got is None else str(got)
+
+    return Domain("arith", STEP_DELIMITER, problem, answer)
+
+
+domains.add("arith", _arith())

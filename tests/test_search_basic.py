@@ -1,0 +1,80 @@
+"""greedy, sample and best_of_n end to end on the bundled arith model (held-out level-3 problems)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from reason.engine.hf import HFEngine
+from reason.errors import ReasonError
+from reason.models import resolve_model
+from rewards.catalog import load_prm
+from search.budget import Budget
+from search.solve import solve, solve_many
+from tasks.arith.problems import generate
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate(3, 16, seed=11)
+
+
+def correct(results, problems):
+    return sum(r.answer == str(p.answer) for r, p in zip(results, problems))
+
+
+def test_best_of_n_invariants_and_selection(engine, problems):
+    prm = load_prm("arith")
+    qs = [p.question for p in problems]
+    by_prm = solve_many(engine, qs, strategy="best_of_n", budget=8, prm=prm, seed=1)
+    by_vote = solve_many(engine, qs, strategy="best_of_n", budget=8, prm=None, select="majority", seed=1)
+    greedy = solve_many(engine, qs, strategy="greedy", budget=1)
+    for r_prm, r_vote in zip(by_prm, by_vote):
+        assert len(r_prm.candidates) == 8
+        scores = [c.score for c in r_prm.candidates]
+        assert r_prm.answer == r_prm.candidates[scores.index(max(scores))].answer
+        # Same seed, same samples: the vote sees the same candidates.
+        assert [c.text for c in r_vote.candidates] == [c.text for c in r_prm.candidates]
+        counts = Counter(c.answer for c in r_vote.candidates if c.answer is not None)
+        assert counts[r_vote.answer] == max(counts.values())
+        assert r_prm.ledger.prefill_tokens == r_prm.ledger.prompt_tokens
+        assert r_prm.ledger.prm_calls <= 8
+    assert correct(by_prm, problems) > correct(greedy, problems)
+
+
+def test_greedy_and_sample_are_seeded(engine, problems):
+    q = problems[0].question
+    assert solve(engine, q, strategy="greedy", budget=1).text == solve(engine, q, strategy="greedy", budget=1).text
+    a = solve(engine, q, strategy="sample", budget=1, seed=3)
+    b = solve(engine, q, strategy="sample", budget=1, seed=3)
+    assert a.text == b.text and a.tree.to_dict()["nodes"] == b.tree.to_dict()["nodes"]
+
+
+def test_many_problems_share_forwards(engine, problems):
+    qs = [p.question for p in problems[:8]]
+    before = engine.ledger.forward_passes
+    solve_many(engine, qs, strategy="best_of_n", budget=4, select="majority")
+    together = engine.ledger.forward_passes - before
+    before = engine.ledger.forward_passes
+    for q in qs:
+        solve(engine, q, strategy="best_of_n", budget=4, select="majority")
+    alone = engine.ledger.forward_passes - before
+    assert together * 3 < alone
+
+
+def test_bad_input(engine):
+    with pytest.raises(ReasonError, match="^strategy: unknown strategy"):
+        solve(engine, "3+4", strategy="nope")
+    with pytest.raises(ReasonError, match="^budget:"):
+        solve(engine, "3+4", budget=0)
+    with pytest.raises(ReasonError, match="^problem:"):
+        solve(engine, "3+(4")
+    with pytest.raises(ReasonError, match="^prm:"):
+        solve(engine, "3+4", strategy="best_of_n", select="prm")
+    assert Budget(n=2).exhausted(solve(engine, "3+4", strategy="greedy").tree, 0.0) is False
