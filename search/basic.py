@@ -24,7 +24,7 @@ SELECTIONS = ("prm", "majority", "weighted")
 
 
 def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float | None], chosen: int,
-           extract: Callable[[str], str | None]) -> SearchResult:
+           extract: Callable[[str], str | None], **info: object) -> SearchResult:
     """Build the result from candidate leaves (``chosen`` indexes the pick)."""
     tree = ctx.tree
     cands = [Candidate(text=tree.text(n), answer=extract(tree.text(n)), score=s, node_id=n.id) for n, s in zip(nodes, scores)]
@@ -36,6 +36,7 @@ def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float 
         candidates=cands,
         ledger=tree.ledger.model_copy(),
         tree=tree,
+        info=dict(info),
     )
 
 

@@ -29,6 +29,7 @@ class SearchResult(BaseModel):
     text: str
     candidates: list[Candidate]
     ledger: Ledger
+    info: dict[str, Any] = Field(default_factory=dict)  # strategy diagnostics (e.g. beams kept per step)
     tree: Tree = Field(exclude=True)
 
     def to_json_dict(self, include_tree: bool = False) -> dict[str, Any]:

@@ -78,3 +78,26 @@ def test_bad_input(engine):
     with pytest.raises(ReasonError, match="^prm:"):
         solve(engine, "3+4", strategy="best_of_n", select="prm")
     assert Budget(n=2).exhausted(solve(engine, "3+4", strategy="greedy").tree, 0.0) is False
+
+
+def test_beam_and_dvts_invariants(engine, problems):
+    prm = load_prm("arith")
+    qs = [p.question for p in problems]
+    beams = solve_many(engine, qs, strategy="beam", budget=8, prm=prm, width=4, seed=2)
+    trees = solve_many(engine, qs, strategy="dvts", budget=8, prm=prm, width=4, seed=2)
+    greedy = solve_many(engine, qs, strategy="greedy", budget=1)
+    for r in beams:
+        assert r.info["kept_per_step"] and all(k <= 8 // 4 for k in r.info["kept_per_step"])
+        # Every kept beam was expanded into exactly `width` children, and the root into N.
+        assert len(r.tree.root.children) == 8
+        for node in r.tree:
+            assert len(node.children) in (0, 4) or node.is_root
+        best = max(r.candidates, key=lambda c: c.score)
+        assert r.answer == best.answer
+        assert r.ledger.prefill_tokens == r.ledger.prompt_tokens
+    for r in trees:
+        assert r.info["subtrees"] == 2
+        assert len(r.tree.root.children) == 2 * 4  # each subtree's first expansion hangs off the root
+        assert len(r.candidates) <= 2
+    assert correct(beams, problems) > correct(greedy, problems)
+    assert correct(trees, problems) > correct(greedy, problems)
