@@ -101,3 +101,31 @@ def test_beam_and_dvts_invariants(engine, problems):
         assert len(r.candidates) <= 2
     assert correct(beams, problems) > correct(greedy, problems)
     assert correct(trees, problems) > correct(greedy, problems)
+
+
+@pytest.mark.parametrize("evaluate", ["prm", "value", "rollout"])
+def test_mcts_visit_counts_and_leaf_evaluation(engine, problems, evaluate):
+    from rewards.catalog import load_value
+
+    prm = load_prm("arith")
+    value = load_value("arith") if evaluate == "value" else None
+    qs = [p.question for p in problems[:6]]
+    results = solve_many(engine, qs, strategy="mcts", budget=6, prm=prm, value=value, evaluate=evaluate, seed=4)
+    for r in results:
+        sims = r.info["simulations"]
+        assert sims == 6 and r.info["evaluate"] == evaluate
+        root = r.tree.root
+        assert root.extra["mcts"]["N"] == sims  # every simulation visits the root once
+        for node in r.tree:
+            if "mcts" not in node.extra:
+                continue
+            kids = [c for c in node.children if "mcts" in c.extra]
+            assert node.extra["mcts"]["N"] >= sum(c.extra["mcts"]["N"] for c in kids) - len(kids)
+            assert 0.0 <= node.extra["mcts"]["P"] <= 1.0
+        priors = [c.extra["mcts"]["P"] for c in root.children if "mcts" in c.extra]
+        assert abs(sum(priors) - 1.0) < 1e-6
+        assert r.text and r.ledger.prefill_tokens == r.ledger.prompt_tokens
+        if evaluate == "value":
+            assert r.ledger.value_calls > 0
+        if evaluate == "rollout":
+            assert any("rollout_of" in n.extra for n in r.tree)
