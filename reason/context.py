@@ -68,13 +68,15 @@ class SearchContext:
         n: int = 1,
         stop: Stop | None = None,
         sampling: Sampling | None = None,
+        first: int | None = None,
     ) -> list[Node]:
-        """Give ``node`` ``n`` children (see :class:`~reason.engine.base.ExpandRequest`). A sampling
-        without a seed gets the next seed of this context."""
+        """Give ``node`` ``n`` children (see :class:`~reason.engine.base.ExpandRequest`; ``first``
+        returns as soon as that many are done). A sampling without a seed gets the next seed of
+        this context."""
         sampling = sampling or Sampling()
         if sampling.seed is None:
             sampling = sampling.model_copy(update={"seed": self.next_seed()})
-        request = ExpandRequest(self.tree, node, n, stop or Stop(), sampling)
+        request = ExpandRequest(self.tree, node, n, stop or Stop(), sampling, first)
         children = await self.runner.submit(request)
         self.tree.ledger.wall_seconds = time.perf_counter() - self._t0
         return children

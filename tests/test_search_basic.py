@@ -129,3 +129,24 @@ def test_mcts_visit_counts_and_leaf_evaluation(engine, problems, evaluate):
             assert r.ledger.value_calls > 0
         if evaluate == "rollout":
             assert any("rollout_of" in n.extra for n in r.tree)
+
+
+def test_first_finish_cancels_the_rest(engine, problems):
+    qs = [p.question for p in problems[:8]]
+    full = solve_many(engine, qs, strategy="best_of_n", budget=8, select="majority", seed=6)
+    fast = solve_many(engine, qs, strategy="first_finish", budget=8, seed=6)
+    for r, ref in zip(fast, full):
+        winners = [r.tree.node(c.node_id) for c in r.candidates]
+        length = len(winners[0].token_ids)
+        assert all(len(w.token_ids) == length for w in winners)  # all finished on the same step
+        assert len(r.tree.root.children) == len(winners) <= 8  # cancelled sequences made no nodes
+        # Lockstep decoding: each of the 8 sequences decoded exactly as many tokens as the winner.
+        assert r.ledger.generated_tokens == 8 * length
+        # Same seeds as best-of-N: the winners are best-of-N's shortest samples.
+        shortest = min(len(c.text) for c in ref.candidates)
+        assert len(r.text) == shortest
+    assert sum(r.ledger.generated_tokens for r in fast) < sum(r.ledger.generated_tokens for r in full)
+    voted = solve_many(engine, qs, strategy="first_finish", budget=8, k=3, seed=6)
+    assert all(r.info["k"] == 3 and len(r.candidates) >= 3 for r in voted)
+    with pytest.raises(ReasonError, match="^k:"):
+        solve(engine, qs[0], strategy="first_finish", budget=2, k=5)

@@ -92,18 +92,26 @@ class Stop(BaseModel):
 
 @dataclass
 class ExpandRequest:
-    """Give ``node`` of ``tree`` ``n`` new children, each ending at ``stop``, sampled under ``sampling``."""
+    """Give ``node`` of ``tree`` ``n`` new children, each ending at ``stop``, sampled under ``sampling``.
+
+    With ``first=k`` the request finishes as soon as ``k`` children are done: the others are
+    cancelled (their tokens so far were spent and are counted, but no node is made of them), and
+    only the finished children are returned (more than ``k`` when several finish on the same step).
+    """
 
     tree: Tree
     node: Node
     n: int = 1
     stop: Stop = field(default_factory=Stop)
     sampling: Sampling = field(default_factory=Sampling)
+    first: int | None = None  # finish once this many children are done; cancel the rest
 
     def validate(self) -> None:
         """Raise :class:`ReasonError` for an unusable request."""
         if not isinstance(self.n, int) or self.n < 1:
             raise ReasonError("n", f"must be at least 1 (got {self.n!r})", "ask for one or more children")
+        if self.first is not None and not 1 <= self.first <= self.n:
+            raise ReasonError("first", f"must be between 1 and n={self.n} (got {self.first!r})", "lower it or raise n")
         if self.node not in self.tree:
             raise ReasonError("node", "is not a live node of the request's tree", "expand a node of that tree")
         if not isinstance(self.stop, Stop):

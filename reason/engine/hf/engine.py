@@ -583,8 +583,16 @@ class HFEngine(Engine):
 
     def _finish_jobs(self) -> None:
         for job in list(self._running):
-            if not job.started or job.live():
+            if not job.started:
                 continue
+            first = job.request.first
+            done = sum(s.finish is not None for s in job.seqs)
+            if job.live() and not (first is not None and done >= first):
+                continue
+            for s in job.live():  # cancelled: the winners are known
+                s.finish = "cancelled"
+                self.pool.free(s.slots)
+                s.slots = []
             self._running.remove(job)
             tree = job.tree
             parent = job.request.node
@@ -597,6 +605,8 @@ class HFEngine(Engine):
                 self._free_job_kv(job)
             else:
                 for s, node_id in zip(job.seqs, job.ids):
+                    if s.finish == "cancelled":
+                        continue
                     text = self.decode([t for t in s.tokens if not (s.finish == "eos" and t in self.eos_ids)])
                     child = tree.add_child(parent, s.tokens, text, s.logprobs, s.finish, node_id)
                     entry = self.store.get(child)

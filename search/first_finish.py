@@ -1,0 +1,30 @@
+"""First-finish search: ``N`` solutions decoded together; the first to finish wins and the rest are
+cancelled at once, so no token is spent after the winner is known. ``k > 1`` is FFS-k@N: a majority
+vote over the first ``k`` to finish (ties go to the earliest)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+from reason.context import SearchContext
+from reason.engine.base import Sampling, Stop
+from reason.errors import ReasonError
+from search import strategies
+from search.basic import finish
+from search.budget import Budget
+
+
+@strategies.register("first_finish")
+async def first_finish(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
+                       k: int = 1, temperature: float = 0.8, **_: object):
+    """First-finish search (see the module docstring)."""
+    if not 1 <= k <= budget.n:
+        raise ReasonError("k", f"must be between 1 and the budget {budget.n} (got {k})", "lower k")
+    nodes = await ctx.expand(ctx.tree.root, budget.n, final, Sampling(temperature=temperature), first=k)
+    # Shorter finished first (all sequences decode in lockstep), then by index.
+    nodes.sort(key=lambda n: (len(n.token_ids), n.id))
+    answers = [extract(ctx.tree.text(n)) for n in nodes]
+    votes = Counter(a for a in answers[:k] if a is not None)
+    chosen = answers.index(max(votes, key=lambda a: (votes[a], -answers.index(a)))) if votes else 0
+    return finish(ctx, "first_finish", nodes, [None] * len(nodes), chosen, extract, k=k, finished=len(nodes))
