@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=16)
     parser.add_argument("--level", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default=None, help="comma-separated strategy labels to run")
     args = parser.parse_args()
     engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
     problems = generate(args.level, args.n, seed=args.seed)
@@ -49,10 +50,14 @@ def main() -> None:
         ("mcts (prm)", dict(strategy="mcts", prm=prm, evaluate="prm")),
         ("mcts (value)", dict(strategy="mcts", prm=prm, value=value, evaluate="value")),
         ("mcts (rollout)", dict(strategy="mcts", prm=prm, evaluate="rollout")),
+        ("first_finish", dict(strategy="first_finish")),
+        ("first_finish (k=3)", dict(strategy="first_finish", k=3)),
     ]
     print(f"arith level {args.level}, {args.n} test-split problems, budget {args.budget}, seed {args.seed}")
     print(f"| strategy | accuracy | 95% CI | gen tokens / problem | PRM calls / problem | value calls / problem | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    if args.only:
+        runs = [r for r in runs if r[0] in args.only.split(",")]
     for name, options in runs:
         started = time.perf_counter()
         results = solve_many(engine, questions, budget=args.budget, seed=args.seed, **options)
