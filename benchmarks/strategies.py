@@ -50,6 +50,7 @@ def main() -> None:
         ("mcts (prm)", dict(strategy="mcts", prm=prm, evaluate="prm")),
         ("mcts (value)", dict(strategy="mcts", prm=prm, value=value, evaluate="value")),
         ("mcts (rollout)", dict(strategy="mcts", prm=prm, evaluate="rollout")),
+        ("astar", dict(strategy="astar", prm=prm)),
         ("first_finish", dict(strategy="first_finish")),
         ("first_finish (k=3)", dict(strategy="first_finish", k=3)),
     ]

@@ -150,3 +150,19 @@ def test_first_finish_cancels_the_rest(engine, problems):
     assert all(r.info["k"] == 3 and len(r.candidates) >= 3 for r in voted)
     with pytest.raises(ReasonError, match="^k:"):
         solve(engine, qs[0], strategy="first_finish", budget=2, k=5)
+
+
+def test_astar_pops_in_f_order(engine, problems):
+    prm = load_prm("arith")
+    qs = [p.question for p in problems]
+    results = solve_many(engine, qs, strategy="astar", budget=8, prm=prm, k=4, seed=8)
+    best_of_n = solve_many(engine, qs, strategy="best_of_n", budget=8, prm=prm, seed=8)
+    for r in results:
+        assert r.info["expansions"] <= 8
+        for f, lowest_open in r.info["popped"]:
+            assert f <= lowest_open + 1e-12  # nothing cheaper was waiting
+        chosen = r.tree.node(next(c.node_id for c in r.candidates if c.text == r.text))
+        assert chosen.finish_reason == "eos"
+        assert r.ledger.prefill_tokens == r.ledger.prompt_tokens
+    assert correct(results, problems) >= correct(best_of_n, problems) - 1
+    assert sum(r.ledger.generated_tokens for r in results) < sum(r.ledger.generated_tokens for r in best_of_n)
