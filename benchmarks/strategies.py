@@ -51,6 +51,8 @@ def main() -> None:
         ("mcts (value)", dict(strategy="mcts", prm=prm, value=value, evaluate="value")),
         ("mcts (rollout)", dict(strategy="mcts", prm=prm, evaluate="rollout")),
         ("astar", dict(strategy="astar", prm=prm)),
+        ("particle", dict(strategy="particle", prm=prm)),
+        ("epf", dict(strategy="epf", prm=prm)),
         ("first_finish", dict(strategy="first_finish")),
         ("first_finish (k=3)", dict(strategy="first_finish", k=3)),
     ]

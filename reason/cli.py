@@ -143,7 +143,7 @@ def generate(
 @click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
-@click.option("--select", default="prm", show_default=True, help="best_of_n: prm, majority or weighted.")
+@click.option("--select", default=None, help="How the answer is chosen: best_of_n prm|majority|weighted (default prm); particle weight|vote.")
 @click.option("--show-tree", is_flag=True, help="Draw the search tree.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the tree when --show-tree).")
 @friendly
@@ -161,7 +161,7 @@ def solve(
     value_spec: str | None,
     seed: int,
     temperature: float,
-    select: str,
+    select: str | None,
     show_tree: bool,
     as_json: bool,
 ) -> None:
@@ -184,8 +184,9 @@ def solve(
     if value_spec:
         value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)
     engine = build_engine(model, backend, dtype, device, cache_tokens)
+    extra = {"select": select} if select else {}
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
-                       temperature=temperature, select=select)
+                       temperature=temperature, **extra)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(include_tree=show_tree)))
         return

@@ -15,7 +15,7 @@ from search.result import SearchResult
 
 
 def _load_strategies() -> None:
-    from search import astar, basic, beam, first_finish, mcts  # noqa: F401  (register the strategies)
+    from search import astar, basic, beam, first_finish, mcts, particle  # noqa: F401  (register the strategies)
 
 
 def make_budget(budget: int | Budget) -> Budget:

@@ -166,3 +166,36 @@ def test_astar_pops_in_f_order(engine, problems):
         assert r.ledger.prefill_tokens == r.ledger.prompt_tokens
     assert correct(results, problems) >= correct(best_of_n, problems) - 1
     assert sum(r.ledger.generated_tokens for r in results) < sum(r.ledger.generated_tokens for r in best_of_n)
+
+
+@pytest.mark.parametrize("strategy", ["particle", "epf"])
+def test_particle_weights_normalise(engine, problems, strategy):
+    prm = load_prm("arith")
+    qs = [p.question for p in problems[:8]]
+    results = solve_many(engine, qs, strategy=strategy, budget=8, prm=prm, seed=9)
+    for r in results:
+        assert r.info["particles"] == 8
+        assert r.info["history"]
+        for h in r.info["history"]:
+            assert abs(h["weight_sum"] - 1.0) < 1e-9 and 1.0 <= h["ess"] <= 8.0 + 1e-9
+        assert r.ledger.prefill_tokens == r.ledger.prompt_tokens
+        if strategy == "epf":
+            assert r.ledger.generated_tokens > 0
+    again = solve_many(engine, qs, strategy=strategy, budget=8, prm=prm, seed=9)
+    assert [r.text for r in again] == [r.text for r in results]
+
+
+def test_resampling_schemes():
+    import random
+
+    from search.particle import resample, softmax_weights
+
+    w = softmax_weights([0.9, 0.5, 0.1], 1.0)
+    assert abs(sum(w) - 1.0) < 1e-12 and w[0] > w[1] > w[2]
+    rng = random.Random(0)
+    sys_picks = resample(w, 1000, rng.random, "systematic")
+    assert abs(sys_picks.count(0) / 1000 - w[0]) < 0.01  # systematic: within 1/N of the weight
+    multi = resample(w, 20000, rng.random, "multinomial")
+    assert abs(multi.count(0) / 20000 - w[0]) < 0.02
+    with pytest.raises(ReasonError, match="^resampling:"):
+        resample(w, 3, rng.random, "stratified-ish")
