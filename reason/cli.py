@@ -168,11 +168,10 @@ def solve(
     """Solve PROBLEM with a search strategy and print the answer."""
     from rewards.catalog import load_prm, load_value
     from search import strategies
-    from search.solve import _load_strategies, make_budget, solve as run_solve
+    from search.solve import make_budget, solve as run_solve
 
     if not problem.strip():
         raise ReasonError("PROBLEM", "is empty", "give the problem text")
-    _load_strategies()
     strategies.get(strategy)
     make_budget(budget)
     from tasks.domains import domains

@@ -8,3 +8,6 @@ from reason.registry import Registry
 strategies: Registry = Registry("strategy")
 
 __all__ = ["strategies"]
+
+# Registrations (after the registry exists).
+from search import astar, basic, beam, first_finish, mcts, particle  # noqa: E402,F401

@@ -14,10 +14,6 @@ from search.budget import Budget
 from search.result import SearchResult
 
 
-def _load_strategies() -> None:
-    from search import astar, basic, beam, first_finish, mcts, particle  # noqa: F401  (register the strategies)
-
-
 def make_budget(budget: int | Budget) -> Budget:
     """A :class:`Budget` from an int (``n``) or a Budget; ``n < 1`` is a one-line error."""
     if isinstance(budget, Budget):
@@ -47,7 +43,6 @@ def solve_many(
     from rewards.scoring import NodeScorer, NodeValuer
     from tasks.domains import domains
 
-    _load_strategies()
     run = strategies.get(strategy)
     plan = make_budget(budget)
     domain = domains.get(suite)
