@@ -57,7 +57,7 @@ def main() -> None:
         ("first_finish (k=3)", dict(strategy="first_finish", k=3)),
     ]
     print(f"arith level {args.level}, {args.n} test-split problems, budget {args.budget}, seed {args.seed}")
-    print(f"| strategy | accuracy | 95% CI | gen tokens / problem | PRM calls / problem | value calls / problem | wall s |")
+    print("| strategy | accuracy | 95% CI | gen tokens / problem | PRM calls / problem | value calls / problem | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     if args.only:
         runs = [r for r in runs if r[0] in args.only.split(",")]
