@@ -53,6 +53,22 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict; a value is read as JSON when it parses (numbers, lists, true),
+    else kept as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ReasonError("option", f"{pair!r} is not KEY=VALUE", "write e.g. -o segment_tokens=16")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None):
     """Resolve the model name and load the engine."""
     from reason.engine import load_engine
@@ -144,6 +160,8 @@ def generate(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
 @click.option("--select", default=None, help="How the answer is chosen: best_of_n prm|majority|weighted (default prm); particle weight|vote.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="A strategy option, e.g. -o segment_tokens=16 -o policy=low_prob (values read as JSON when they parse).")
 @click.option("--show-tree", is_flag=True, help="Draw the search tree.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the tree when --show-tree).")
 @friendly
@@ -162,17 +180,20 @@ def solve(
     seed: int,
     temperature: float,
     select: str | None,
+    options: tuple[str, ...],
     show_tree: bool,
     as_json: bool,
 ) -> None:
     """Solve PROBLEM with a search strategy and print the answer."""
     from rewards.catalog import load_prm, load_value
     from search import strategies
-    from search.solve import make_budget, solve as run_solve
+    from search.solve import check_options, make_budget, solve as run_solve
 
     if not problem.strip():
         raise ReasonError("PROBLEM", "is empty", "give the problem text")
     strategies.get(strategy)
+    extra = parse_options(options)
+    check_options(strategy, extra)
     make_budget(budget)
     from tasks.domains import domains
 
@@ -183,7 +204,8 @@ def solve(
     if value_spec:
         value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)
     engine = build_engine(model, backend, dtype, device, cache_tokens)
-    extra = {"select": select} if select else {}
+    if select:
+        extra["select"] = select
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
                        temperature=temperature, **extra)
     if as_json:

@@ -69,16 +69,22 @@ async def best_of_n(ctx: SearchContext, budget: Budget, *, extract: Callable[[st
     nodes = await ctx.expand(ctx.tree.root, budget.n, stop, Sampling(temperature=temperature))
     scores: list[float | None] = list(await ctx.score(nodes)) if select != "majority" else [None] * len(nodes)
     answers = [extract(ctx.tree.text(n)) for n in nodes]
+    return finish(ctx, "best_of_n", nodes, scores, choose(answers, scores, select), extract)
+
+
+def choose(answers: list[str | None], scores: list[float | None], select: str) -> int:
+    """Index of the pick among candidates: the top score (``"prm"``), the most frequent answer
+    (``"majority"``) or the answer with the largest summed score (``"weighted"``); ties go to the
+    earliest candidate."""
+    if not answers:
+        return 0
     if select == "prm":
-        chosen = max(range(len(nodes)), key=lambda i: (scores[i], -i))
-    else:
-        weight: dict[str, float] = defaultdict(float)
-        for a, s in zip(answers, scores):
-            if a is not None:
-                weight[a] += 1.0 if s is None else s
-        if weight:
-            best = max(weight, key=lambda a: (weight[a], -answers.index(a)))
-            chosen = answers.index(best)
-        else:
-            chosen = 0
-    return finish(ctx, "best_of_n", nodes, scores, chosen, extract)
+        return max(range(len(answers)), key=lambda i: (scores[i], -i))
+    weight: dict[str, float] = defaultdict(float)
+    for a, s in zip(answers, scores):
+        if a is not None:
+            weight[a] += 1.0 if select == "majority" or s is None else s
+    if not weight:
+        return 0
+    best = max(weight, key=lambda a: (weight[a], -answers.index(a)))
+    return answers.index(best)

@@ -131,3 +131,6 @@ async def epf(ctx: SearchContext, budget: Budget, **options):
     options.setdefault("anneal", True)
     options.setdefault("lookahead", 1)
     return await particle(ctx, budget, name="epf", **options)
+
+
+epf.options_from = particle  # type: ignore[attr-defined]  (epf takes particle's options)

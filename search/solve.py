@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Sequence
 
@@ -21,6 +22,23 @@ def make_budget(budget: int | Budget) -> Budget:
     if not isinstance(budget, int) or budget < 1:
         raise ReasonError("budget", f"must be a positive number of solutions (got {budget!r})", "use e.g. --budget 16")
     return Budget(n=budget)
+
+
+def strategy_options(name: str) -> list[str]:
+    """The keyword options strategy ``name`` accepts (beyond the ones every strategy gets)."""
+    fn = strategies.get(name)
+    fn = getattr(fn, "options_from", fn)
+    common = {"extract", "final"}
+    return sorted(p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in common)
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """A one-line error for an option strategy ``name`` does not take."""
+    known = strategy_options(name)
+    for key in options:
+        if key not in known:
+            raise ReasonError("option", f"strategy {name!r} has no option {key!r}", f"use one of: {', '.join(known) or 'none'}")
 
 
 def solve_many(
@@ -59,8 +77,10 @@ def solve_many(
     ]
     final = Stop(max_tokens=max_tokens)
     started = time.perf_counter()
-    results = runner.run([run(ctx, plan, extract=domain.extract_answer, final=final, delimiter=domain.delimiter, **params)
-                          for ctx in contexts])
+    hints = {"delimiter": domain.delimiter, "segment_tokens": domain.segment_tokens,
+             "answer_complete": domain.answer_complete}
+    options = {**hints, **params}
+    results = runner.run([run(ctx, plan, extract=domain.extract_answer, final=final, **options) for ctx in contexts])
     for r in results:
         r.ledger.wall_seconds = r.tree.ledger.wall_seconds or (time.perf_counter() - started)
     return results

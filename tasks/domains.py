@@ -19,6 +19,8 @@ class Domain:
     delimiter: str
     make_problem: Callable[[str], Problem]
     extract_answer: Callable[[str], str | None]
+    segment_tokens: int = 512  # TreePO's segment length for this suite's solutions
+    answer_complete: Callable[[str], bool] | None = None  # a full final answer is in the text
 
 
 domains: Registry[Domain] = Registry("suite")
@@ -37,7 +39,8 @@ def _arith() -> Domain:
         got = final_answer(text)
         return None if got is None else str(got)
 
-    return Domain("arith", STEP_DELIMITER, problem, answer)
+    # arith solutions run ~40 tokens and end at EOS right after the answer line.
+    return Domain("arith", STEP_DELIMITER, problem, answer, segment_tokens=8)
 
 
 domains.add("arith", _arith())

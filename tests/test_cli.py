@@ -99,3 +99,15 @@ def test_solve_on_the_bundled_model():
     for args, field in ((["--strategy", "nope"], "strategy"), (["--budget", "0"], "budget"), (["--prm", "qwen=/no/such"], "prm")):
         bad = run("solve", "12+3*4", *args)
         assert bad.exit_code == 2 and bad.output.startswith(f"error: {field}:"), bad.output
+
+
+def test_solve_strategy_options():
+    res = run("solve", "12+3*4-5", "--strategy", "treepo", "--budget", "8", "-o", "segment_tokens=4",
+              "-o", "first_divergence=[2,4]", "-o", "policy=low_prob", "--json", "--show-tree")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert len(data["candidates"]) == 8 and 2 <= data["info"]["first_divergence"] <= 4
+    assert all(len(n["token_ids"]) == 4 for n in data["tree"]["nodes"] if n["finish_reason"] == "segment")
+    for option, field in (("foo=1", "option"), ("segment_tokens", "option"), ("policy=sideways", "policy")):
+        bad = run("solve", "12+3*4", "--strategy", "treepo", "-o", option)
+        assert bad.exit_code == 2 and bad.output.startswith(f"error: {field}:"), bad.output

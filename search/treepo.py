@@ -1,0 +1,370 @@
+"""TreePO segment rollouts: a tree of fixed-length segments grown to ``width`` leaves.
+
+Every live path advances one segment of ``segment_tokens`` tokens per round (one tree node per
+segment, so siblings share their prefix in the engine's cache). The root first splits into
+``first_divergence`` branches (an int, or a ``(low, high)`` range drawn from the seeded stream).
+After each round a path ends early when its text holds a complete answer (``answer_complete``),
+at EOS or a stop string, at the response cap, at ``max_depth`` segments, or when it repeats itself
+(some ``repetition[0]``-character substring occurs ``repetition[1]`` times); the others go on.
+
+Budget handoff: the live paths of a round get ``divergence`` children each plus ``divergence`` for
+every path that finished this round, never more than the ``width`` minus the leaves already
+finished; every live path keeps at least one child. How the children are shared among the live
+paths is the ``policy``: ``"fixed"`` (evenly), ``"low_prob"`` (weights
+``softmax(-(lp - min lp) / div_temperature)``, favouring uncertain paths) or ``"high_prob"`` (the
+opposite sign), where ``lp`` is the path's summed token log-probability, or its mean with
+``normalize=True``. Integer shares come from the largest remainder, ties broken by the seeded
+stream. When nothing is alive and fewer than ``width`` leaves exist, finished paths (best finish
+first: answer, EOS, length, depth, repetition) are re-branched from a segment boundary: a random one
+(``fallback="random"``) or the start of the segment holding the path's least likely token
+(``"min_logprob"``).
+
+Leaves carry tree-based segment-level advantages: for leaf ``i`` and depth ``d``, ``G_d(i)`` is the
+set of leaves sharing ``i``'s first ``d`` segments, ``A_{i,d} = R_i - mean(R_j for j in G_d(i))``
+(counted at ``d = 0`` and wherever ``|G_d(i)| > 1``), aggregated as
+``sum_d A_{i,d} |G_d(i)| / sum_d |G_d(i)|`` (``"group_size"``) or ``mean_d A_{i,d}`` (``"average"``).
+In :func:`treepo` (inference) the reward is the PRM score when a PRM is given, else agreement with
+the majority answer; :func:`rollout` (RL) takes rewards from a verifier or a reward function.
+
+Choices where the paper is vague: segment nodes are expanded with the context's per-request seeds;
+the response cap is the final stop's ``max_tokens``; fallback adds ``divergence`` branches per
+finished path in priority order until the width is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+from pydantic import BaseModel
+
+from reason.context import Runner, SearchContext
+from reason.engine.base import Engine, Sampling, Stop
+from reason.errors import ReasonError
+from reason.tree import Node, Tree
+from search import strategies
+from search.basic import SELECTIONS, choose, finish
+from search.budget import Budget
+
+POLICIES = ("fixed", "low_prob", "high_prob")
+FALLBACKS = ("random", "min_logprob")
+WEIGHTINGS = ("group_size", "average")
+# Finish quality, best first: the order finished paths are re-branched in.
+PRIORITY = {"answer": 0, "eos": 1, "stop": 1, "length": 2, "max_depth": 3, "repetition": 4}
+
+
+def has_repetition(text: str, size: int = 32, times: int = 8) -> bool:
+    """True when some ``size``-character substring of ``text`` occurs at least ``times`` times."""
+    if len(text) < size * times:
+        return False
+    counts = Counter(text[i:i + size] for i in range(len(text) - size + 1))
+    return max(counts.values()) >= times
+
+
+def split_children(total: int, weights: Sequence[float], tie_break: Sequence[float]) -> list[int]:
+    """Share ``total`` children among paths by ``weights``: one each, the rest by largest remainder
+    (ties go to the smaller ``tie_break``)."""
+    k = len(weights)
+    if total < k:
+        raise ValueError(f"cannot give {k} paths at least one child each from {total}")
+    extra = total - k
+    wsum = sum(weights)
+    exact = [extra * w / wsum for w in weights]
+    shares = [math.floor(x) for x in exact]
+    order = sorted(range(k), key=lambda i: (-(exact[i] - shares[i]), tie_break[i]))
+    for i in order[: extra - sum(shares)]:
+        shares[i] += 1
+    return [s + 1 for s in shares]
+
+
+def path_weights(logprobs: Sequence[float], policy: str, temperature: float) -> list[float]:
+    """Divergence weights of paths with (summed or mean) log-probabilities ``logprobs``."""
+    if policy == "fixed":
+        return [1.0] * len(logprobs)
+    sign = -1.0 if policy == "low_prob" else 1.0
+    low = min(logprobs)
+    logits = [sign * (lp - low) / temperature for lp in logprobs]
+    top = max(logits)
+    return [math.exp(x - top) for x in logits]
+
+
+def tree_advantages(paths: Sequence[Sequence[int]], rewards: Sequence[float],
+                    weighting: str = "group_size") -> tuple[list[float], list[list[float | None]]]:
+    """TreePO's segment-level advantages (module docstring) of leaves given by their ``paths``
+    (node ids from the root to the leaf). Returns the aggregated advantage of each leaf and its
+    per-depth ``A_{i,d}`` (None where the subgroup is only the leaf itself)."""
+    if weighting not in WEIGHTINGS:
+        raise ReasonError("weighting", f"unknown advantage weighting {weighting!r}", f"use one of {', '.join(WEIGHTINGS)}")
+    if len(paths) != len(rewards):
+        raise ReasonError("rewards", f"has {len(rewards)} entries for {len(paths)} leaves", "give one reward per leaf")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, path in enumerate(paths):
+        for d in range(len(path) - 1):
+            groups.setdefault(tuple(path[: d + 1]), []).append(i)
+    aggregated, per_depth = [], []
+    for i, path in enumerate(paths):
+        terms: list[tuple[float, int]] = []
+        depths: list[float | None] = []
+        for d in range(max(len(path) - 1, 1)):
+            members = groups.get(tuple(path[: d + 1]), [i])
+            if d > 0 and len(members) < 2:
+                depths.append(None)
+                continue
+            adv = rewards[i] - sum(rewards[j] for j in members) / len(members)
+            terms.append((adv, len(members)))
+            depths.append(adv)
+        if weighting == "group_size":
+            aggregated.append(sum(a * g for a, g in terms) / sum(g for _, g in terms))
+        else:
+            aggregated.append(sum(a for a, _ in terms) / len(terms))
+        per_depth.append(depths)
+    return aggregated, per_depth
+
+
+class TreeGrowth(BaseModel):
+    """What :func:`grow` did: leaves in finishing order, rounds, fallbacks and live paths per round."""
+
+    leaf_ids: list[int]
+    rounds: int
+    fallbacks: int
+    live_per_round: list[int]
+    first_divergence: int
+    stopped_by_budget: bool
+
+
+async def grow(ctx: SearchContext, width: int, *, final: Stop, segment_tokens: int, max_depth: int = 14,
+               divergence: int = 2, first_divergence: int | tuple[int, int] = (2, 8), policy: str = "fixed",
+               div_temperature: float = 1.0, normalize: bool = False, fallback: str = "random",
+               temperature: float = 1.0, top_p: float = 1.0,
+               answer_complete: Callable[[str], bool] | None = None,
+               repetition: tuple[int, int] | None = (32, 8), budget: Budget | None = None) -> TreeGrowth:
+    """Grow ``ctx.tree`` by TreePO segment sampling until it has ``width`` finished leaves (see the
+    module docstring), or until ``budget`` runs out."""
+    _check(width, segment_tokens, max_depth, divergence, policy, fallback, div_temperature)
+    tree, rng = ctx.tree, ctx.rng
+    if isinstance(first_divergence, int):
+        first = first_divergence
+    else:
+        low, high = first_divergence
+        first = rng.randint(low, max(low, high))
+    sampling = Sampling(temperature=temperature, top_p=top_p)
+    response_cap = final.max_tokens
+    alloc: list[tuple[Node, int]] = [(tree.root, max(1, min(first, width)))]
+    finished: list[Node] = []
+    live_per_round: list[int] = []
+    rounds = fallbacks = 0
+    stopped = False
+    while alloc:
+        if budget is not None and budget.exhausted(tree, ctx.started):
+            stopped = True
+            break
+        rounds += 1
+        live_per_round.append(sum(k for _, k in alloc))
+        stops = [_segment_stop(final, segment_tokens, response_cap, _response_len(tree, node)) for node, _ in alloc]
+        grown = await asyncio.gather(*(ctx.expand(node, k, stop, sampling) for (node, k), stop in zip(alloc, stops)))
+        live: list[Node] = []
+        done_now = 0
+        for child in (c for kids in grown for c in kids):
+            reason = _finish(tree, child, max_depth, answer_complete, repetition, response_cap)
+            if reason is None:
+                live.append(child)
+            else:
+                child.finish_reason = reason
+                finished.append(child)
+                done_now += 1
+        room = width - len(finished)
+        if live:
+            total = min(room, divergence * (len(live) + done_now))
+            lps = [_path_logprob(tree, n, normalize) for n in live]
+            shares = split_children(total, path_weights(lps, policy, div_temperature), [rng.random() for _ in live])
+            alloc = list(zip(live, shares))
+        elif room > 0 and finished:
+            fallbacks += 1
+            alloc = _fallback(tree, finished, room, divergence, fallback, rng)
+        else:
+            alloc = []
+    leaf_ids = [n.id for n in finished]
+    if stopped:  # the budget ran out: live paths are what the search has
+        leaf_ids += [node.id for node, _ in alloc]
+    return TreeGrowth(leaf_ids=leaf_ids, rounds=rounds, fallbacks=fallbacks, live_per_round=live_per_round,
+                      first_divergence=first, stopped_by_budget=stopped)
+
+
+def _check(width: int, segment_tokens: int, max_depth: int, divergence: int, policy: str, fallback: str,
+           div_temperature: float) -> None:
+    for field, value in (("width", width), ("segment_tokens", segment_tokens), ("max_depth", max_depth),
+                         ("divergence", divergence)):
+        if not isinstance(value, int) or value < 1:
+            raise ReasonError(field, f"must be a positive integer (got {value!r})", f"set {field} to 1 or more")
+    if policy not in POLICIES:
+        raise ReasonError("policy", f"unknown divergence policy {policy!r}", f"use one of {', '.join(POLICIES)}")
+    if fallback not in FALLBACKS:
+        raise ReasonError("fallback", f"unknown fallback {fallback!r}", f"use one of {', '.join(FALLBACKS)}")
+    if div_temperature <= 0:
+        raise ReasonError("div_temperature", f"must be positive (got {div_temperature})", "use e.g. 1.0")
+
+
+def _response_len(tree: Tree, node: Node) -> int:
+    return sum(len(n.token_ids) for n in tree.path(node)[1:])
+
+
+def _segment_stop(final: Stop, segment_tokens: int, cap: int | None, used: int) -> Stop:
+    update: dict[str, Any] = {"segment_tokens": segment_tokens}
+    if cap is not None:
+        update["max_tokens"] = max(1, cap - used)
+    return final.model_copy(update=update)
+
+
+def _finish(tree: Tree, child: Node, max_depth: int, answer_complete: Callable[[str], bool] | None,
+            repetition: tuple[int, int] | None, cap: int | None) -> str | None:
+    """Why the path ending at ``child`` stops now, or None to go on."""
+    if child.finish_reason in ("eos", "stop", "length"):
+        return child.finish_reason
+    if cap is not None and _response_len(tree, child) >= cap:
+        return "length"
+    text = tree.text(child)
+    if answer_complete is not None and answer_complete(text):
+        return "answer"
+    if child.depth >= max_depth:
+        return "max_depth"
+    if repetition is not None and has_repetition(text, *repetition):
+        return "repetition"
+    return None
+
+
+def _path_logprob(tree: Tree, node: Node, normalize: bool) -> float:
+    lps = [lp for n in tree.path(node)[1:] for lp in n.logprobs]
+    if not lps:
+        return 0.0
+    return sum(lps) / len(lps) if normalize else sum(lps)
+
+
+def _fallback(tree: Tree, finished: list[Node], room: int, divergence: int, how: str, rng) -> list[tuple[Node, int]]:
+    """Re-branch finished paths from a segment boundary (see the module docstring)."""
+    order = sorted(finished, key=lambda n: (PRIORITY.get(n.finish_reason or "", 5), n.id))
+    alloc: dict[Node, int] = {}
+    for leaf in order:
+        if room <= 0:
+            break
+        path = tree.path(leaf)
+        if how == "random":
+            cut = path[rng.randrange(len(path) - 1)]
+        else:
+            worst = min(path[1:], key=lambda n: min(n.logprobs, default=0.0))
+            cut = worst.parent
+        k = min(divergence, room)
+        alloc[cut] = alloc.get(cut, 0) + k
+        room -= k
+    return list(alloc.items())
+
+
+def leaf_rewards_default(ctx: SearchContext, leaves: list[Node], answers: list[str | None],
+                         scores: list[float | None]) -> list[float]:
+    """Inference-time rewards: the PRM score when there is one, else agreement with the majority."""
+    if all(s is not None for s in scores) and leaves:
+        return [float(s) for s in scores]  # type: ignore[arg-type]
+    counts = Counter(a for a in answers if a is not None)
+    top = counts.most_common(1)[0][0] if counts else None
+    return [1.0 if a is not None and a == top else 0.0 for a in answers]
+
+
+@strategies.register("treepo")
+async def treepo(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
+                 segment_tokens: int = 512, max_depth: int = 14, divergence: int = 2,
+                 first_divergence: int | tuple[int, int] = (2, 8), policy: str = "fixed",
+                 div_temperature: float = 1.0, normalize: bool = False, fallback: str = "random",
+                 temperature: float = 0.8, top_p: float = 1.0, select: str = "majority",
+                 answer_complete: Callable[[str], bool] | None = None,
+                 repetition: tuple[int, int] | None = (32, 8), **_: object):
+    """TreePO sampling with ``budget.n`` leaves; the answer by majority (or PRM / weighted vote).
+    ``info["advantages"]`` holds both advantage variants, aligned with the candidates."""
+    if select not in SELECTIONS:
+        raise ReasonError("select", f"unknown selection {select!r}", f"use one of {', '.join(SELECTIONS)}")
+    if select != "majority" and ctx.prm is None:
+        raise ReasonError("prm", f"treepo with select={select!r} needs a PRM", "pass --prm or use select=majority")
+    growth = await grow(ctx, budget.n, final=final, segment_tokens=segment_tokens, max_depth=max_depth,
+                        divergence=divergence, first_divergence=first_divergence, policy=policy,
+                        div_temperature=div_temperature, normalize=normalize, fallback=fallback,
+                        temperature=temperature, top_p=top_p, answer_complete=answer_complete,
+                        repetition=repetition, budget=budget)
+    tree = ctx.tree
+    leaves = [tree.node(i) for i in growth.leaf_ids]
+    scores: list[float | None] = list(await ctx.score(leaves)) if ctx.prm is not None else [None] * len(leaves)
+    answers = [extract(tree.text(n)) for n in leaves]
+    rewards = leaf_rewards_default(ctx, leaves, answers, scores)
+    paths = [[n.id for n in tree.path(leaf)] for leaf in leaves]
+    advantages = {w: tree_advantages(paths, rewards, w)[0] for w in WEIGHTINGS}
+    return finish(ctx, "treepo", leaves, scores, choose(answers, scores, select), extract,
+                  rewards=rewards, advantages=advantages, **growth.model_dump(exclude={"leaf_ids"}))
+
+
+class RolloutRecord(BaseModel):
+    """One TreePO leaf as an RL trainer wants it.
+
+    ``segment_ends[k]`` is the offset in ``completion_ids`` where segment ``k`` ends; ``path`` is
+    the node ids from the root to the leaf (leaves sharing a path prefix shared those segments);
+    ``depth_advantages[d]`` is ``A_{i,d}`` (None where the leaf's subgroup at depth ``d`` is itself).
+    """
+
+    prompt_index: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    segment_ends: list[int]
+    path: list[int]
+    finish_reason: str | None
+    text: str
+    reward: float
+    advantage: float
+    depth_advantages: list[float | None]
+
+
+def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Callable[[int, str], float] | None = None,
+            answers: Sequence[str] | None = None, verifier: Any = None, seed: int = 0,
+            weighting: str = "group_size", segment_tokens: int = 512, max_tokens: int | None = 1024,
+            temperature: float = 1.0, **options: Any) -> list[RolloutRecord]:
+    """TreePO rollouts for ``prompts`` (text, chat messages or token ids), ``n`` leaves each, grown
+    together over ``engine``. Rewards come from ``reward(prompt_index, completion_text)``, or from
+    ``verifier`` (an :class:`~rewards.base.OutcomeVerifier`, or a verifier name such as ``"arith"``)
+    against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``, ``policy``, ...).
+    Returns the records of every prompt in order, leaves in finishing order."""
+    from rewards.base import VerifyItem
+
+    if reward is None and (answers is None or verifier is None):
+        raise ReasonError("reward", "rollout needs rewards", "pass reward=fn(prompt_index, text) or answers= and verifier=")
+    if answers is not None and len(answers) != len(prompts):
+        raise ReasonError("answers", f"has {len(answers)} entries for {len(prompts)} prompts", "give one answer per prompt")
+    if isinstance(verifier, str):
+        from rewards import verifiers
+
+        verifier = verifiers.get(verifier)()
+    runner = Runner(engine)
+    contexts = [runner.context(p, seed=seed + i) for i, p in enumerate(prompts)]
+    final = Stop(max_tokens=max_tokens)
+    growths = runner.run([grow(ctx, n, final=final, segment_tokens=segment_tokens, temperature=temperature, **options)
+                          for ctx in contexts])
+    records: list[RolloutRecord] = []
+    for index, (ctx, growth) in enumerate(zip(contexts, growths)):
+        tree = ctx.tree
+        leaves = [tree.node(i) for i in growth.leaf_ids]
+        texts = [tree.text(leaf) for leaf in leaves]
+        if reward is not None:
+            rewards = [float(reward(index, t)) for t in texts]
+        else:
+            question = tree.root.text
+            rewards = [float(r) for r in verifier.verify_batch([VerifyItem(question, t, str(answers[index])) for t in texts])]
+        paths = [tree.path(leaf) for leaf in leaves]
+        adv, per_depth = tree_advantages([[n.id for n in p] for p in paths], rewards, weighting)
+        for leaf, path, text, r, a, ad in zip(leaves, paths, texts, rewards, adv, per_depth):
+            ends, ids, lps = [], [], []
+            for node in path[1:]:
+                ids += node.token_ids
+                lps += node.logprobs
+                ends.append(len(ids))
+            records.append(RolloutRecord(prompt_index=index, prompt_ids=list(tree.root.token_ids), completion_ids=ids,
+                                         logprobs=lps, segment_ends=ends, path=[n.id for n in path],
+                                         finish_reason=leaf.finish_reason, text=text, reward=r, advantage=a,
+                                         depth_advantages=ad))
+    return records
