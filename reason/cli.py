@@ -187,7 +187,8 @@ def solve(
     """Solve PROBLEM with a search strategy and print the answer."""
     from rewards.catalog import load_prm, load_value
     from search import strategies
-    from search.solve import check_options, make_budget, solve as run_solve
+    from search.solve import check_options, make_budget
+    from search.solve import solve as run_solve
 
     if not problem.strip():
         raise ReasonError("PROBLEM", "is empty", "give the problem text")

@@ -10,4 +10,4 @@ strategies: Registry = Registry("strategy")
 __all__ = ["strategies"]
 
 # Registrations (after the registry exists).
-from search import astar, basic, beam, first_finish, mcts, particle, treepo  # noqa: E402,F401
+from search import astar, basic, beam, first_finish, mcts, particle, treepo

@@ -9,7 +9,13 @@ from reason.errors import ReasonError
 from reason.models import resolve_model
 from rewards.catalog import load_prm
 from search.solve import solve, solve_many
-from search.treepo import has_repetition, path_weights, rollout, split_children, tree_advantages
+from search.treepo import (
+    has_repetition,
+    path_weights,
+    rollout,
+    split_children,
+    tree_advantages,
+)
 from tasks.arith.problems import generate
 from tasks.arith.scorers import ArithVerifier
 
