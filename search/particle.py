@@ -12,6 +12,12 @@ Options: ``anneal`` raises the resampling temperature (times ``anneal_factor``, 
 ``max_temperature``) whenever the effective sample size falls below ``ess_threshold * N`` within the
 first ``anneal_steps`` iterations, so early collapse onto one particle is resisted; ``lookahead``
 scores each particle after that many extra greedy steps. The ``epf`` preset turns both on.
+
+Particle Gibbs (``iterations > 1``): the budget is split into ``iterations`` sweeps of
+``n // iterations`` particles. The first sweep is plain filtering; each later one keeps a reference
+path, drawn by weight from the previous sweep's final particles, in slot 0: at step ``t`` the
+reference sits at its ``t``-th step with that prefix's weight, takes part in resampling (other slots
+may fork its partial path) and is never resampled away. The answer comes from the last sweep.
 """
 
 from __future__ import annotations
@@ -70,26 +76,21 @@ def resample(weights: list[float], n: int, u: Callable[[], float], how: str) -> 
     return out
 
 
-@strategies.register("particle")
-async def particle(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
-                   delimiter: str = "\n\n", weight_temperature: float = 1.0, temperature: float = 0.8,
-                   resampling: str = "systematic", anneal: bool = False, anneal_steps: int = 3,
-                   ess_threshold: float = 0.5, anneal_factor: float = 2.0, max_temperature: float = 8.0,
-                   lookahead: int = 0, select: str = "weight", max_steps: int = 40, step_tokens: int = 256,
-                   name: str = "particle", **_: object):
-    """Particle filtering (see the module docstring)."""
-    if ctx.prm is None:
-        raise ReasonError("prm", "particle filtering weights particles with a PRM", "pass --prm NAME[=PATH]")
-    if select not in ("weight", "vote"):
-        raise ReasonError("select", f"unknown selection {select!r}", "use weight or vote")
-    n = budget.n
-    step = _step_stop(delimiter, final, step_tokens)
+async def _filter(ctx: SearchContext, budget: Budget, n: int, step: Stop, reference: list[Node] | None, *,
+                  weight_temperature: float, temperature: float, resampling: str, anneal: bool, anneal_steps: int,
+                  ess_threshold: float, anneal_factor: float, max_temperature: float, lookahead: int,
+                  max_steps: int) -> tuple[list[Node], list[float], list[dict]]:
+    """One particle-filter sweep with ``n`` particles. With a ``reference`` path (conditional SMC,
+    for particle Gibbs) slot 0 follows that path step by step and is never resampled away, but
+    the other slots may resample (fork) its partial trajectory."""
     particles: list[Node] = [ctx.tree.root] * n
     weights = [1.0 / n] * n
     history: list[dict] = []
     for it in range(max_steps):
-        live = [p for p in particles if p.finish_reason != "eos"]
-        if not live or budget.exhausted(ctx.tree, ctx.started):
+        free = particles[1:] if reference is not None else particles
+        live = [p for p in free if p.finish_reason != "eos"]
+        ref_done = reference is None or particles[0] is reference[-1]
+        if (not live and ref_done) or budget.exhausted(ctx.tree, ctx.started):
             break
         # Particles on the same node are extended together: one expansion, one child each.
         counts = Counter(live)
@@ -97,7 +98,9 @@ async def particle(ctx: SearchContext, budget: Budget, *, extract: Callable[[str
             *(ctx.expand(node, c, step, Sampling(temperature=temperature)) for node, c in counts.items())
         )
         grown: dict[Node, list[Node]] = {node: list(kids) for node, kids in zip(counts, expansions)}
-        pool = [p if p.finish_reason == "eos" else grown[p].pop() for p in particles]
+        pool = [p if p.finish_reason == "eos" else grown[p].pop() for p in free]
+        if reference is not None:
+            pool.insert(0, reference[min(it, len(reference) - 1)])
         scores = await _lookahead_scores(ctx, pool, lookahead, step)
         temp = weight_temperature
         weights = softmax_weights(scores, temp)
@@ -106,11 +109,50 @@ async def particle(ctx: SearchContext, budget: Budget, *, extract: Callable[[str
                 temp = min(max_temperature, temp * anneal_factor)
                 weights = softmax_weights(scores, temp)
         history.append({"ess": ess(weights), "temperature": temp, "weight_sum": sum(weights)})
-        picks = resample(weights, n, ctx.rng.random, resampling)
+        if reference is not None:
+            picks = [0] + resample(weights, n - 1, ctx.rng.random, resampling)
+        else:
+            picks = resample(weights, n, ctx.rng.random, resampling)
         particles = [pool[i] for i in picks]
         weights = [weights[i] for i in picks]
         total = sum(weights)
         weights = [w / total for w in weights]
+    return particles, weights, history
+
+
+@strategies.register("particle")
+async def particle(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
+                   delimiter: str = "\n\n", weight_temperature: float = 1.0, temperature: float = 0.8,
+                   resampling: str = "systematic", anneal: bool = False, anneal_steps: int = 3,
+                   ess_threshold: float = 0.5, anneal_factor: float = 2.0, max_temperature: float = 8.0,
+                   lookahead: int = 0, iterations: int = 1, select: str = "weight", max_steps: int = 40,
+                   step_tokens: int = 256, name: str = "particle", **_: object):
+    """Particle filtering (see the module docstring)."""
+    if ctx.prm is None:
+        raise ReasonError("prm", "particle filtering weights particles with a PRM", "pass --prm NAME[=PATH]")
+    if select not in ("weight", "vote"):
+        raise ReasonError("select", f"unknown selection {select!r}", "use weight or vote")
+    if not isinstance(iterations, int) or iterations < 1 or (iterations > 1 and budget.n // iterations < 2):
+        raise ReasonError("iterations", f"needs at least 2 particles per Gibbs iteration (budget {budget.n}, "
+                          f"iterations {iterations!r})", "raise the budget or lower iterations")
+    n = budget.n // iterations
+    step = _step_stop(delimiter, final, step_tokens)
+    options = dict(weight_temperature=weight_temperature, temperature=temperature, resampling=resampling,
+                   anneal=anneal, anneal_steps=anneal_steps, ess_threshold=ess_threshold, anneal_factor=anneal_factor,
+                   max_temperature=max_temperature, lookahead=lookahead, max_steps=max_steps)
+    reference: list[Node] | None = None
+    references: list[int] = []
+    history: list[dict] = []
+    for sweep in range(iterations):
+        particles, weights, steps = await _filter(ctx, budget, n, step, reference, **options)
+        history += [{"iteration": sweep, **h} for h in steps]
+        if sweep + 1 < iterations:
+            # The next sweep's reference: one final particle drawn by weight.
+            [pick] = resample(weights, 1, ctx.rng.random, "multinomial")
+            reference = ctx.tree.path(particles[pick])[1:] or [particles[pick]]
+            references.append(particles[pick].id)
+        if budget.exhausted(ctx.tree, ctx.started):
+            break
     final_scores = await ctx.score(particles)
     unique = list(dict.fromkeys(particles))
     if select == "weight":
@@ -122,7 +164,8 @@ async def particle(ctx: SearchContext, budget: Budget, *, extract: Callable[[str
         best = max((a for a in votes if a is not None), key=lambda a: votes[a], default=None)
         chosen_node = next((p for p in unique if extract(ctx.tree.text(p)) == best), unique[0])
     scores_u = [final_scores[particles.index(p)] for p in unique]
-    return finish(ctx, name, unique, scores_u, unique.index(chosen_node), extract, history=history, particles=len(particles))
+    return finish(ctx, name, unique, scores_u, unique.index(chosen_node), extract, history=history,
+                  particles=len(particles), iterations=iterations, references=references)
 
 
 @strategies.register("epf")

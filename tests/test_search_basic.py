@@ -199,3 +199,18 @@ def test_resampling_schemes():
     assert abs(multi.count(0) / 20000 - w[0]) < 0.02
     with pytest.raises(ReasonError, match="^resampling:"):
         resample(w, 3, rng.random, "stratified-ish")
+
+
+def test_particle_gibbs_keeps_its_reference(engine, problems):
+    prm = load_prm("arith")
+    qs = [p.question for p in problems[:6]]
+    results = solve_many(engine, qs, strategy="particle", budget=8, prm=prm, seed=4, iterations=2)
+    for r in results:
+        assert r.info["particles"] == 4 and r.info["iterations"] == 2
+        assert {h["iteration"] for h in r.info["history"]} == {0, 1}
+        [ref] = r.info["references"]
+        # The conditional sweep carries the reference path to its end: it is among the final particles.
+        assert ref in [c.node_id for c in r.candidates]
+        assert r.tree.node(ref).finish_reason == "eos"
+    with pytest.raises(ReasonError, match="^iterations:"):
+        solve_many(engine, qs[:1], strategy="particle", budget=8, prm=prm, iterations=8)
