@@ -31,7 +31,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--budget", type=int, default=16)
+    parser.add_argument("--budget", default="16", help="one budget or a comma-separated list (e.g. 4,16,64)")
     parser.add_argument("--level", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated strategy labels to run")
@@ -53,23 +53,34 @@ def main() -> None:
         ("astar", dict(strategy="astar", prm=prm)),
         ("particle", dict(strategy="particle", prm=prm)),
         ("epf", dict(strategy="epf", prm=prm)),
+        ("particle gibbs (2 sweeps)", dict(strategy="particle", prm=prm, iterations=2)),
+        ("treepo (majority)", dict(strategy="treepo")),
+        ("treepo (prm)", dict(strategy="treepo", prm=prm, select="prm")),
         ("first_finish", dict(strategy="first_finish")),
         ("first_finish (k=3)", dict(strategy="first_finish", k=3)),
     ]
-    print(f"arith level {args.level}, {args.n} test-split problems, budget {args.budget}, seed {args.seed}")
-    print("| strategy | accuracy | 95% CI | gen tokens / problem | PRM calls / problem | value calls / problem | wall s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
     if args.only:
         runs = [r for r in runs if r[0] in args.only.split(",")]
-    for name, options in runs:
-        started = time.perf_counter()
-        results = solve_many(engine, questions, budget=args.budget, seed=args.seed, **options)
-        wall = time.perf_counter() - started
-        k = sum(r.answer == str(p.answer) for r, p in zip(results, problems))
-        lo, hi = wilson(k, len(problems))
-        per = lambda f: sum(f(r.ledger) for r in results) / len(results)  # noqa: E731
-        print(f"| {name} | {k / len(problems):.3f} | {lo:.3f}-{hi:.3f} | {per(lambda l: l.generated_tokens):.0f} | "
-              f"{per(lambda l: l.prm_calls):.1f} | {per(lambda l: l.value_calls):.1f} | {wall:.1f} |", flush=True)
+    for budget in (int(b) for b in args.budget.split(",")):
+        print(f"\narith level {args.level}, {args.n} test-split problems, budget {budget}, seed {args.seed}")
+        print("| strategy | accuracy | 95% CI | gen tokens / problem | PRM calls / problem | value calls / problem | wall s |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, options in runs:
+            if name.startswith("particle gibbs") and budget < 4:
+                continue
+            row(name, engine, questions, problems, budget, args.seed, options)
+
+
+def row(name: str, engine, questions, problems, budget: int, seed: int, options: dict) -> None:
+    """Run one strategy over every problem and print its table row."""
+    started = time.perf_counter()
+    results = solve_many(engine, questions, budget=budget, seed=seed, **options)
+    wall = time.perf_counter() - started
+    k = sum(r.answer == str(p.answer) for r, p in zip(results, problems))
+    lo, hi = wilson(k, len(problems))
+    per = lambda f: sum(f(r.ledger) for r in results) / len(results)  # noqa: E731
+    print(f"| {name} | {k / len(problems):.3f} | {lo:.3f}-{hi:.3f} | {per(lambda l: l.generated_tokens):.0f} | "
+          f"{per(lambda l: l.prm_calls):.1f} | {per(lambda l: l.value_calls):.1f} | {wall:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
