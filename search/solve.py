@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from reason.context import Runner
+from reason.context import Runner, SearchContext
 from reason.engine.base import Engine, Stop
 from reason.errors import ReasonError
 from search import strategies
 from search.budget import Budget
 from search.result import SearchResult
+from tasks.domains import Domain
+from tasks.problem import Problem
 
 
 def make_budget(budget: int | Budget) -> Budget:
@@ -45,45 +47,72 @@ def solve_many(
     engine: Engine,
     questions: Sequence[str],
     *,
+    suite: str = "arith",
+    seed: int = 0,
+    **options: Any,
+) -> list[SearchResult]:
+    """Solve every question of domain ``suite`` concurrently (their requests batch together); the
+    i-th gets seed ``seed + i``. ``options`` are those of :func:`solve_problems`."""
+    from tasks.domains import domains
+
+    domain = domains.get(suite)
+    problems = [domain.make_problem(q) for q in questions]
+    return solve_problems(engine, problems, domain=domain, seeds=[seed + i for i in range(len(problems))], **options)
+
+
+def solve_problems(
+    engine: Engine,
+    problems: Sequence[Problem],
+    *,
+    domain: Domain,
     strategy: str = "best_of_n",
     budget: int | Budget = 16,
-    suite: str = "arith",
     prm: Any = None,
     value: Any = None,
-    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    prompts: Sequence[Any] | None = None,
     max_tokens: int = 1024,
+    on_result: Callable[[int, SearchResult], None] | None = None,
     **params: Any,
 ) -> list[SearchResult]:
-    """Solve every question with ``strategy`` concurrently (their requests batch together).
+    """Run ``strategy`` on every problem concurrently over one engine.
 
     ``prm`` / ``value`` are loaded scorers (``rewards.catalog.load_prm`` / ``load_value``) or None.
+    ``prompts`` (text, chat messages or token ids, one per problem) default to the question as a
+    user message when the tokenizer has a chat template, else the problem's prompt. ``seeds`` default
+    to 0, 1, 2, .... ``on_result(i, result)`` is called as each problem finishes, so a caller can
+    keep results even if a later problem fails. ``params`` go to the strategy (after the domain's
+    hints: step delimiter, segment length, answer check).
     """
     from rewards.scoring import NodeScorer, NodeValuer
-    from tasks.domains import domains
 
     run = strategies.get(strategy)
     plan = make_budget(budget)
-    domain = domains.get(suite)
-    problems = [domain.make_problem(q) for q in questions]
     runner = Runner(engine)
     prm_scorer = NodeScorer(prm, delimiter=domain.delimiter) if prm is not None else None
     valuer = NodeValuer(value) if value is not None else None
+    if prompts is None:
+        chat = bool(getattr(getattr(engine, "tokenizer", None), "chat_template", None))
+        prompts = [[{"role": "user", "content": p.question}] if chat else p.prompt for p in problems]
+    seeds = list(range(len(problems))) if seeds is None else list(seeds)
     contexts = [
-        runner.context([{"role": "user", "content": p.question}] if getattr(engine, "tokenizer", None) is not None
-                       and getattr(engine.tokenizer, "chat_template", None) else p.prompt,
-                       seed=seed + i, meta={"question": p.question, "id": p.id, "answer": p.answer},
+        runner.context(prompt, seed=s, meta={"question": p.question, "id": p.id, "answer": p.answer},
                        prm=prm_scorer, value=valuer)
-        for i, p in enumerate(problems)
+        for p, prompt, s in zip(problems, prompts, seeds)
     ]
     final = Stop(max_tokens=max_tokens)
-    started = time.perf_counter()
     hints = {"delimiter": domain.delimiter, "segment_tokens": domain.segment_tokens,
              "answer_complete": domain.answer_complete}
     options = {**hints, **params}
-    results = runner.run([run(ctx, plan, extract=domain.extract_answer, final=final, **options) for ctx in contexts])
-    for r in results:
-        r.ledger.wall_seconds = r.tree.ledger.wall_seconds or (time.perf_counter() - started)
-    return results
+
+    async def one(i: int, ctx: SearchContext) -> SearchResult:
+        result = await run(ctx, plan, extract=domain.extract_answer, final=final, **options)
+        result.ledger.wall_seconds = time.perf_counter() - ctx.started
+        if on_result is not None:
+            on_result(i, result)
+        return result
+
+    return runner.run([one(i, ctx) for i, ctx in enumerate(contexts)])
 
 
 def solve(engine: Engine, question: str, **options: Any) -> SearchResult:
