@@ -69,6 +69,19 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, device: str | None) -> tuple[Any, Any]:
+    """The PRM and value model named on the command line (None for 'none' or no name)."""
+    from rewards.catalog import load_prm, load_value
+
+    hf_options = {"dtype": dtype, "device": device}
+    plain = prm_spec is not None and prm_spec.split("=")[0] == "arith"  # no checkpoint: no dtype/device
+    prm = None if prm_spec in (None, "", "none") else load_prm(prm_spec, **({} if plain else hf_options))
+    value = None
+    if value_spec:
+        value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)
+    return prm, value
+
+
 def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None):
     """Resolve the model name and load the engine."""
     from reason.engine import load_engine
@@ -185,7 +198,6 @@ def solve(
     as_json: bool,
 ) -> None:
     """Solve PROBLEM with a search strategy and print the answer."""
-    from rewards.catalog import load_prm, load_value
     from search import strategies
     from search.solve import check_options, make_budget
     from search.solve import solve as run_solve
@@ -199,11 +211,7 @@ def solve(
     from tasks.domains import domains
 
     domains.get(suite).make_problem(problem)  # a malformed problem fails before any model loads
-    hf_options = {"dtype": dtype, "device": device}
-    prm = None if prm_spec in ("", "none") else load_prm(prm_spec, **({} if prm_spec == "arith" else hf_options))
-    value = None
-    if value_spec:
-        value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)
+    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
     engine = build_engine(model, backend, dtype, device, cache_tokens)
     if select:
         extra["select"] = select
@@ -275,23 +283,19 @@ def score(
 ) -> None:
     """Score SOLUTION to QUESTION with a PRM (per step), a value model and/or a verifier."""
     from rewards import verifiers
-    from rewards.catalog import load_prm, load_value
     from rewards.scoring import aggregate, split_steps
 
     if not (prm_spec or value_spec or verifier_name):
         raise ReasonError("--prm", "no scorer given", "pass --prm, --value or --verifier")
     solution, delimiter = _unescape(solution), _unescape(delimiter)
     out: dict[str, Any] = {}
-    prm = None
-    hf_options = {"dtype": dtype, "device": device}
-    if prm_spec:
-        prm = load_prm(prm_spec, **({} if prm_spec.split("=")[0] == "arith" else hf_options))
+    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
+    if prm is not None:
         steps = [solution.strip()] if aggregation == "model" else split_steps(solution, delimiter)
         scores = prm.score(question, steps)
         out["steps"], out["step_scores"] = steps, scores
         out["prm_score"] = aggregate(scores, aggregation)
-    if value_spec:
-        value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)
+    if value is not None:
         out["value"] = value.value(question, solution)
     if verifier_name:
         out["verifier"] = verifiers.get(verifier_name)().verify(question, solution, reference)
@@ -314,6 +318,8 @@ def tiny_model(out_dir: str, arch: str, seed: int) -> None:
     path = save_tiny_checkpoint(out_dir, arch=arch, seed=seed)
     click.echo(str(path))
 
+
+from reason import cli_eval  # noqa: E402,F401  (registers eval and plot on main)
 
 if __name__ == "__main__":
     main()

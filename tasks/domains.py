@@ -21,6 +21,7 @@ class Domain:
     extract_answer: Callable[[str], str | None]
     segment_tokens: int = 512  # TreePO's segment length for this suite's solutions
     answer_complete: Callable[[str], bool] | None = None  # a full final answer is in the text
+    verifier: str = "exact"  # the outcome verifier (rewards.verifiers name) that grades answers
 
 
 domains: Registry[Domain] = Registry("suite")
@@ -40,7 +41,28 @@ def _arith() -> Domain:
         return None if got is None else str(got)
 
     # arith solutions run ~40 tokens and end at EOS right after the answer line.
-    return Domain("arith", STEP_DELIMITER, problem, answer, segment_tokens=8)
+    return Domain("arith", STEP_DELIMITER, problem, answer, segment_tokens=8, verifier="arith")
+
+
+def _math(name: str, verifier: str) -> Domain:
+    """Competition math: steps split by blank lines, the answer in the last ``\\boxed{}``."""
+    import hashlib
+
+    from rewards.graders import extract_boxed
+
+    def problem(question: str) -> Problem:
+        if not question.strip():
+            from reason.errors import ReasonError
+
+            raise ReasonError("problem", "is empty", "give the problem text")
+        digest = hashlib.sha256(question.encode()).hexdigest()[:12]
+        return Problem(id=f"{name}-{digest}", question=question, answer="", prompt=question, meta={"suite": name})
+
+    return Domain(name, "\n\n", problem, extract_boxed, segment_tokens=512,
+                  answer_complete=lambda text: extract_boxed(text) is not None, verifier=verifier)
 
 
 domains.add("arith", _arith())
+domains.add("math500", _math("math500", "math"))
+domains.add("aime24", _math("aime24", "aime"))
+domains.add("aime25", _math("aime25", "aime"))

@@ -1,0 +1,235 @@
+"""Evaluation runs: a strategy over a suite at several budgets, one JSONL record per problem and
+budget, written as each problem finishes.
+
+A run is fixed by its :class:`EvalConfig`; its hash goes into every record, so a rerun with the same
+``out`` file skips the records already there (resume) and refuses a file written under another
+config. ``shard=(i, n)`` takes the problems whose position in the suite is ``i`` modulo ``n``; each
+problem's seed depends only on the run's seed and the problem's id, so shards merged with
+:func:`merge_runs` equal the unsharded run record for record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from pydantic import BaseModel, Field
+
+from reason.errors import ReasonError
+from reason.seeding import derive_seed
+from tasks.problem import Problem
+
+
+class EvalConfig(BaseModel):
+    """Everything that decides a run's records (not where they go, which shard, or how many)."""
+
+    suite: str
+    strategy: str
+    model: str
+    prm: str | None = None
+    value: str | None = None
+    seed: int = 0
+    temperature: float = 0.8
+    max_tokens: int = 1024
+    options: dict[str, Any] = Field(default_factory=dict)
+    prompt_template: str | None = None
+    data: str | None = None
+    levels: list[int] | None = None
+    subjects: list[str] | None = None
+
+    def digest(self) -> str:
+        """A short stable hash of the config."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        """The strategy with its options, for tables and plot legends."""
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.strategy} ({opts})" if opts else self.strategy
+
+
+class CandidateRecord(BaseModel):
+    """One candidate of a search: its extracted answer, score and correctness."""
+
+    answer: str | None
+    score: float | None
+    correct: bool
+
+
+class EvalRecord(BaseModel):
+    """One problem at one budget."""
+
+    id: str
+    index: int  # position in the (filtered) suite
+    budget: int
+    label: str
+    answer: str | None
+    gold: str
+    correct: bool
+    candidates: list[CandidateRecord]
+    ledger: dict[str, Any]
+    seed: int
+    config_hash: str
+    level: int | str | None = None
+    subject: str | None = None
+    text: str = ""
+
+    def key(self) -> tuple[int, str]:
+        """What identifies the record within a run."""
+        return self.budget, self.id
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    """The search seed of a problem: depends on the run's seed and the id only (not the shard)."""
+    return derive_seed(seed, int(hashlib.sha256(problem_id.encode()).hexdigest()[:12], 16))
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (0-based ``i``) as a pair; a one-line error otherwise."""
+    if spec is None:
+        return None
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ReasonError("shard", f"{spec!r} is not i/n", "write e.g. --shard 0/2 (shards are numbered from 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise ReasonError("shard", f"{spec!r} needs 0 <= i < n", "number shards 0..n-1, e.g. 0/2 and 1/2")
+    return i, n
+
+
+def parse_budgets(spec: str | Sequence[int]) -> list[int]:
+    """``"4,8,16"`` (or a list) as positive ints."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    try:
+        budgets = [int(b) for b in items]
+    except ValueError:
+        raise ReasonError("budget", f"{spec!r} is not a list of integers", "write e.g. --budget 1,4,16") from None
+    if not budgets or any(b < 1 for b in budgets):
+        raise ReasonError("budget", f"every budget must be at least 1 (got {spec!r})", "write e.g. --budget 1,4,16")
+    return budgets
+
+
+def read_records(path: str | Path, config_hash: str | None = None) -> list[EvalRecord]:
+    """The records of a run file. A torn last line (a run killed mid-write) is cut off the file;
+    a malformed line elsewhere, or a record of another config, is a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):  # torn last line: drop it, the problem reruns
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as fh:
+            fh.truncate(len(raw))
+    records: list[EvalRecord] = []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = EvalRecord.model_validate_json(line)
+        except ValueError:
+            raise ReasonError("out", f"{path}:{number} is not an eval record", "point --out at a reason eval file") from None
+        if config_hash is not None and record.config_hash != config_hash:
+            raise ReasonError("out", f"{path} was written by a different config (hash {record.config_hash}, this run "
+                              f"{config_hash})", "use a new --out file, or the same options as that run")
+        records.append(record)
+    return records
+
+
+def grade(verifier: Any, problem: Problem, texts: Sequence[str]) -> list[bool]:
+    """Whether each response text is correct for ``problem``."""
+    from rewards.base import VerifyItem
+
+    scores = verifier.verify_batch([VerifyItem(problem.question, t, problem.answer) for t in texts])
+    return [s >= 0.5 for s in scores]
+
+
+def evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budgets: Sequence[int], *, domain: Any,
+             verifier: Any, prm: Any = None, value: Any = None, prompts: Sequence[Any] | None = None,
+             out: str | Path | None = None, shard: tuple[int, int] | None = None, batch_size: int = 32,
+             on_record: Callable[[EvalRecord], None] | None = None) -> list[EvalRecord]:
+    """Run ``config.strategy`` on ``problems`` at each budget; return every record of the run (those
+    found in ``out`` and the new ones). Each record is appended to ``out`` and flushed as soon as
+    its problem finishes, and handed to ``on_record``. ``batch_size`` problems search at once."""
+    from search.solve import check_options, solve_problems
+
+    check_options(config.strategy, config.options)
+    digest = config.digest()
+    indexed = list(enumerate(problems))
+    if shard is not None:
+        indexed = [(i, p) for i, p in indexed if i % shard[1] == shard[0]]
+    prompt_of = dict(enumerate(prompts)) if prompts is not None else None
+    records = read_records(out, digest) if out is not None else []
+    done = {r.key() for r in records}
+    sink = open(out, "a", encoding="utf-8") if out is not None else None
+    try:
+        for budget in budgets:
+            todo = [(i, p) for i, p in indexed if (budget, p.id) not in done]
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start:start + batch_size]
+
+                def keep(k: int, result: Any, chunk: list[tuple[int, Problem]] = chunk, budget: int = budget) -> None:
+                    index, problem = chunk[k]
+                    record = _record(result, problem, index, budget, config, digest, verifier)
+                    if sink is not None:
+                        sink.write(record.model_dump_json() + "\n")
+                        sink.flush()
+                        os.fsync(sink.fileno())
+                    records.append(record)
+                    if on_record is not None:
+                        on_record(record)
+
+                solve_problems(engine, [p for _, p in chunk], domain=domain, strategy=config.strategy, budget=budget,
+                               prm=prm, value=value, seeds=[problem_seed(config.seed, p.id) for _, p in chunk],
+                               prompts=None if prompt_of is None else [prompt_of[i] for i, _ in chunk],
+                               max_tokens=config.max_tokens, on_result=keep, temperature=config.temperature,
+                               **config.options)
+    finally:
+        if sink is not None:
+            sink.close()
+    return records
+
+
+def _record(result: Any, problem: Problem, index: int, budget: int, config: EvalConfig, digest: str,
+            verifier: Any) -> EvalRecord:
+    texts = [c.text for c in result.candidates]
+    right = grade(verifier, problem, texts + [result.text])
+    cands = [CandidateRecord(answer=c.answer, score=c.score, correct=ok) for c, ok in zip(result.candidates, right)]
+    ledger = result.ledger.model_dump(mode="json")
+    return EvalRecord(id=problem.id, index=index, budget=budget, label=config.label(), answer=result.answer,
+                      gold=problem.answer, correct=right[-1], candidates=cands, ledger=ledger,
+                      seed=problem_seed(config.seed, problem.id), config_hash=digest,
+                      level=problem.meta.get("level"), subject=problem.meta.get("subject"), text=result.text)
+
+
+def merge_runs(paths: Iterable[str | Path], out: str | Path) -> list[EvalRecord]:
+    """Join shard files of one run into ``out`` (sorted by budget and suite position); shards of
+    different configs, or two different records for one problem and budget, are refused."""
+    merged: dict[tuple[int, str], EvalRecord] = {}
+    digest = None
+    for path in paths:
+        if not Path(path).exists():
+            raise ReasonError("merge", f"{path} does not exist", "give the shard files written by reason eval --shard")
+        for record in read_records(path):
+            digest = digest or record.config_hash
+            if record.config_hash != digest:
+                raise ReasonError("merge", f"{path} holds a run of a different config ({record.config_hash} vs {digest})",
+                                  "merge shards of one run only")
+            seen = merged.get(record.key())
+            if seen is not None and seen.model_dump(exclude={"ledger"}) != record.model_dump(exclude={"ledger"}):
+                raise ReasonError("merge", f"problem {record.id} at budget {record.budget} differs between shards",
+                                  "merge shards of one run only")
+            merged.setdefault(record.key(), record)
+    ordered = sorted(merged.values(), key=lambda r: (r.budget, r.index))
+    Path(out).write_text("".join(r.model_dump_json() + "\n" for r in ordered), encoding="utf-8")
+    return ordered
+
+
+def timing_free(record: EvalRecord) -> dict[str, Any]:
+    """A record without its wall-clock fields, for comparing runs."""
+    data = record.model_dump()
+    data["ledger"] = {k: v for k, v in data["ledger"].items() if "seconds" not in k}
+    return data
+

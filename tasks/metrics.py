@@ -1,0 +1,154 @@
+"""Metrics from one evaluation run: accuracy of the chosen answers with bootstrap intervals, and
+majority@k, PRM-weighted@k and pass@k for k = 1, 2, 4, ... up to the number of candidates, by
+subsampling each problem's candidates (whole groups at a time when candidates come in groups, such as
+the particles of one resampling lineage), plus breakdowns by level or subject.
+
+Records are :class:`tasks.evaluation.EvalRecord` (anything with ``budget``, ``correct``,
+``candidates`` of ``answer``/``score``/``correct`` and a ``ledger`` dict works).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from typing import Any, Callable, Sequence
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of ``n`` samples with ``c`` correct: ``1 - C(n-c, k) / C(n, k)``."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def vote(candidates: Sequence[Any], weighted: bool) -> bool:
+    """Whether the answer with the most votes (summed scores when ``weighted``) is correct; ties go
+    to the answer seen first; candidates without an answer do not vote."""
+    tally: dict[str, float] = defaultdict(float)
+    right: dict[str, bool] = {}
+    for c in candidates:
+        if c.answer is None:
+            continue
+        tally[c.answer] += (c.score or 0.0) if weighted else 1.0
+        right.setdefault(c.answer, bool(c.correct))
+    if not tally:
+        return False
+    order = list(tally)
+    best = max(order, key=lambda a: (tally[a], -order.index(a)))
+    return right[best]
+
+
+def subsample(candidates: Sequence[Any], k: int, rng: random.Random, groups: Sequence[Any] | None = None) -> list[Any]:
+    """``k`` candidates drawn without replacement; with ``groups`` (one id per candidate) whole groups
+    are drawn until ``k`` candidates are taken, so a group is never split."""
+    if groups is None:
+        return rng.sample(list(candidates), k)
+    members: dict[Any, list[Any]] = defaultdict(list)
+    for c, g in zip(candidates, groups):
+        members[g].append(c)
+    ids = list(members)
+    rng.shuffle(ids)
+    out: list[Any] = []
+    for g in ids:
+        if len(out) >= k:
+            break
+        out += members[g]
+    return out
+
+
+def ks_up_to(n: int) -> list[int]:
+    """1, 2, 4, ... up to ``n`` (``n`` itself included)."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n] if n >= 1 else []
+
+
+def at_k(records: Sequence[Any], k: int, draws: int = 32, seed: int = 0,
+         groups: Callable[[Any], Sequence[Any] | None] | None = None) -> dict[str, float]:
+    """Mean majority@k, weighted@k and pass@k over ``records`` (problems with fewer than ``k``
+    candidates use all of theirs). Votes average ``draws`` seeded subsamples per problem."""
+    rng = random.Random(seed)
+    maj = wtd = hit = 0.0
+    for r in records:
+        cands = list(r.candidates)
+        n = len(cands)
+        if n == 0:
+            continue
+        kk = min(k, n)
+        hit += pass_at_k(n, sum(bool(c.correct) for c in cands), kk)
+        g = groups(r) if groups is not None else None
+        reps = 1 if kk == n else draws
+        for _ in range(reps):
+            pick = cands if kk == n else subsample(cands, kk, rng, g)
+            maj += vote(pick, weighted=False) / reps
+            wtd += vote(pick, weighted=True) / reps
+    total = max(len(records), 1)
+    return {"majority": maj / total, "weighted": wtd / total, "pass": hit / total}
+
+
+def bootstrap_ci(values: Sequence[float], reps: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling problems)."""
+    vals = list(values)
+    if not vals:
+        return 0.0, 0.0
+    rng = random.Random(seed)
+    n = len(vals)
+    means = sorted(sum(vals[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    lo = means[int((1 - level) / 2 * reps)]
+    hi = means[min(reps - 1, int((1 + level) / 2 * reps))]
+    return lo, hi
+
+
+def by_budget(records: Sequence[Any]) -> dict[int, list[Any]]:
+    """Records grouped by budget, budgets ascending."""
+    out: dict[int, list[Any]] = defaultdict(list)
+    for r in records:
+        out[r.budget].append(r)
+    return dict(sorted(out.items()))
+
+
+def summarize(records: Sequence[Any], seed: int = 0) -> list[dict[str, Any]]:
+    """One row per budget: problems, accuracy and its 95% interval, majority/weighted/pass at the
+    full candidate count, and mean generated tokens and PRM calls per problem."""
+    rows = []
+    for budget, group in by_budget(records).items():
+        acc = [float(r.correct) for r in group]
+        n = max((len(r.candidates) for r in group), default=1)
+        full = at_k(group, n, seed=seed)
+        rows.append({
+            "budget": budget,
+            "problems": len(group),
+            "accuracy": sum(acc) / len(acc),
+            "ci": bootstrap_ci(acc, seed=seed),
+            **full,
+            "tokens": sum(r.ledger.get("generated_tokens", 0) for r in group) / len(group),
+            "prm_calls": sum(r.ledger.get("prm_calls", 0) for r in group) / len(group),
+        })
+    return rows
+
+
+def curves(records: Sequence[Any], seed: int = 0) -> dict[int, dict[int, dict[str, float]]]:
+    """For each budget, majority/weighted/pass at k = 1, 2, 4, ... up to the candidate count."""
+    out: dict[int, dict[int, dict[str, float]]] = {}
+    for budget, group in by_budget(records).items():
+        n = max((len(r.candidates) for r in group), default=1)
+        out[budget] = {k: at_k(group, k, seed=seed) for k in ks_up_to(n)}
+    return out
+
+
+def breakdown(records: Sequence[Any], field: str = "level", seed: int = 0) -> dict[Any, dict[str, Any]]:
+    """Accuracy with its 95% interval per value of ``field`` (``level`` or ``subject``), per budget."""
+    out: dict[Any, dict[str, Any]] = {}
+    for budget, group in by_budget(records).items():
+        parts: dict[Any, list[float]] = defaultdict(list)
+        for r in group:
+            parts[getattr(r, field, None)].append(float(r.correct))
+        for value, acc in sorted(parts.items(), key=lambda kv: str(kv[0])):
+            out[(budget, value)] = {"problems": len(acc), "accuracy": sum(acc) / len(acc),
+                                    "ci": bootstrap_ci(acc, seed=seed)}
+    return out
