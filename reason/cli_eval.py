@@ -204,3 +204,25 @@ def plot_command(runs: tuple[str, ...], out: str, title: str | None) -> None:
 
     path = plot_runs([Path(r) for r in runs], Path(out), title=title)
     click.echo(str(path))
+
+
+@main.command("grade")
+@click.option("--suite", required=True, help="math500, aime24, aime25 or arith[:levels].")
+@click.option("--predictions", required=True, type=click.Path(dir_okay=False), help="JSONL rows of {\"id\", \"prediction\"}.")
+@click.option("--data", default=None, type=click.Path(), help="A local suite file in the MATH-500 schema.")
+@click.option("--json", "as_json", is_flag=True, help="Print per-problem correctness as JSON lines.")
+@friendly
+def grade_command(suite: str, predictions: str, data: str | None, as_json: bool) -> None:
+    """Grade predictions against a suite's reference answers."""
+    import json
+
+    from tasks.grading import grade_predictions
+
+    report = grade_predictions(suite, predictions, data=data)
+    for note in report.skipped:
+        click.echo(f"skipped {note}", err=True)
+    if as_json:
+        for row in report.rows:
+            click.echo(json.dumps(row))
+    click.echo(f"{report.correct}/{report.graded} correct ({report.accuracy:.3f}) · {len(report.skipped)} row(s) skipped · "
+               f"{report.missing} problem(s) without a prediction")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reason.engine.base import Engine, ExpandRequest, Sampling, Stop
-from tasks.arith.problems import ArithProblem, STEP_DELIMITER
+from tasks.arith.problems import STEP_DELIMITER, ArithProblem
 from tasks.arith.scorers import ArithPRM, ArithVerifier
 
 SOLUTION_STOP = Stop(max_tokens=160)

@@ -14,8 +14,22 @@ import re
 from typing import Sequence
 
 from reason.errors import ReasonError
-from rewards.base import OutcomeVerifier, ProcessRewardModel, StepScores, VerifyItem, check_steps
-from tasks.arith.grammar import Num, apply, canonical, evaluate, parse, reducible, replace
+from rewards.base import (
+    OutcomeVerifier,
+    ProcessRewardModel,
+    StepScores,
+    VerifyItem,
+    check_steps,
+)
+from tasks.arith.grammar import (
+    Num,
+    apply,
+    canonical,
+    evaluate,
+    parse,
+    reducible,
+    replace,
+)
 from tasks.arith.problems import ANSWER_PREFIX
 
 _STEP = re.compile(r"^\s*(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")
