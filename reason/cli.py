@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -47,10 +48,20 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--dtype", default="auto", show_default=True, help="float32, bfloat16, float16 or auto."),
         click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)."),
         click.option("--cache-tokens", type=int, default=None, help="KV cache budget in tokens (default: unbounded)."),
+        click.option("--draft", "draft", is_flag=False, flag_value="spine", default=None,
+                     help="Speculative tree drafting (lossless): --draft for the default 'spine' drafter, or --draft suffix|recycle|spine."),
+        click.option("--no-draft", "no_draft", is_flag=True, help="No drafting (the default)."),
     ]
+
+    @wraps(fn)
+    def wrapper(*args: Any, no_draft: bool = False, **kwargs: Any) -> Any:
+        if no_draft:
+            kwargs["draft"] = None
+        return fn(*args, **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -82,7 +93,8 @@ def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, devic
     return prm, value
 
 
-def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None):
+def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None,
+                 draft: str | None = None):
     """Resolve the model name and load the engine."""
     from reason.engine import load_engine
     from reason.models import resolve_model
@@ -90,6 +102,8 @@ def build_engine(model: str, backend: str, dtype: str, device: str | None, cache
     options: dict[str, Any] = {"dtype": dtype, "device": device}
     if cache_tokens is not None:
         options["cache_tokens"] = cache_tokens
+    if draft is not None:
+        options["draft"] = draft
     return load_engine(resolve_model(model), backend, **options)
 
 
@@ -113,6 +127,7 @@ def generate(
     dtype: str,
     device: str | None,
     cache_tokens: int | None,
+    draft: str | None,
     n: int,
     temperature: float,
     top_p: float,
@@ -133,7 +148,7 @@ def generate(
         raise ReasonError("-n", f"must be at least 1 (got {n})", "ask for one or more completions")
     sampling = Sampling.make(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     stop = Stop.make(strings=tuple(s.encode().decode("unicode_escape") for s in stops), max_tokens=max_tokens)
-    engine = build_engine(model, backend, dtype, device, cache_tokens)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft)
     if chat is None:
         chat = bool(getattr(getattr(engine, "tokenizer", None), "chat_template", None))
     result = run_generate(engine, [{"role": "user", "content": prompt}] if chat else prompt, n=n, sampling=sampling, stop=stop)
@@ -187,6 +202,7 @@ def solve(
     dtype: str,
     device: str | None,
     cache_tokens: int | None,
+    draft: str | None,
     suite: str,
     prm_spec: str,
     value_spec: str | None,
@@ -212,7 +228,7 @@ def solve(
 
     domains.get(suite).make_problem(problem)  # a malformed problem fails before any model loads
     prm, value = load_scorers(prm_spec, value_spec, dtype, device)
-    engine = build_engine(model, backend, dtype, device, cache_tokens)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft)
     if select:
         extra["select"] = select
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
@@ -319,7 +335,7 @@ def tiny_model(out_dir: str, arch: str, seed: int) -> None:
     click.echo(str(path))
 
 
-from reason import cli_eval  # noqa: E402,F401  (registers eval and plot on main)
+from reason import cli_eval  # noqa: F401  (registers eval and plot on main)
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,8 @@ Scheduling (one :meth:`HFEngine.step`):
 3. find KV slots for every token to be fed: free ones, then LRU eviction of unpinned cached
    subtrees, then preemption of the newest job (its KV is recomputed later);
 4. run the forwards (long prefill rows apart from short decode rows) and sample;
+   with a drafter, a decode row also feeds a draft token tree after the newest token, and the
+   sequence keeps the longest draft path that matches the tokens it samples (see ``_verify``);
 5. finished jobs become children in their tree, in index order, and are reported.
 
 A job's ``n`` children draw their first token from the same head hidden state, so a node's last
@@ -19,11 +21,13 @@ token is fed once however many children it gets, and siblings attend to their pa
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
+from reason.draft import Draft, Drafter, DraftQuery, make_drafter
 from reason.engine.base import Engine, ExpandRequest, Outcome, Sampling
 from reason.engine.hf.batch import Row, build_batch
 from reason.engine.hf.kv import KVPool, NodeKV, NodeStore, PoolCache
@@ -37,7 +41,7 @@ from reason.tree import Node, Tree
 
 @dataclass(eq=False)
 class _Seq:
-    job: "_Job"
+    job: _Job
     index: int
     seed: int
     checker: StopChecker
@@ -46,6 +50,8 @@ class _Seq:
     slots: list[int] = field(default_factory=list)  # KV of tokens[:len(slots)]
     fed: int = 0  # most tokens ever fed (re-feeding below this counts as prefill)
     finish: str | None = None
+    draft_rate: float | None = None  # moving average of draft tokens accepted per verification
+    draft_steps: int = 0
 
 
 @dataclass(eq=False)
@@ -60,6 +66,7 @@ class _Job:
     started: bool = False  # first tokens sampled
     private: list[int] | None = None  # without prefix caching: this job's own copy of the path KV
     private_hidden: torch.Tensor | None = None
+    path_ids: list[int] = field(default_factory=list)
 
     @property
     def tree(self) -> Tree:
@@ -77,6 +84,8 @@ class _Plan:
     head_nodes: list[tuple[int, NodeKV]] = field(default_factory=list)  # (query index, entry) of node ends
     discard_last: bool = False  # head row re-feeds a cached last token only for its hidden state
     private: bool = False  # head row of a job without prefix caching (see HFEngine.prefix_cache)
+    draft: Draft | None = None  # decode row of one sequence that also feeds this draft tree
+    draft_context: list[int] = field(default_factory=list)  # that sequence's last tokens
 
 
 class HFEngine(Engine):
@@ -93,6 +102,11 @@ class HFEngine(Engine):
         pack_siblings: decode a job's children as one tree-masked row (the prefix is gathered once
             per job instead of once per child).
         prefill_tokens_per_forward: bound on padded tokens of one prefill forward.
+        draft: speculative tree drafting: a drafter name (``"spine"``, ``"suffix"``, ``"recycle"``),
+            a :class:`~reason.draft.Drafter`, or None / False for none. Lossless: the same tokens
+            as without it, greedy or seeded.
+        draft_tokens: most draft tokens verified per sequence per step; each sequence adapts its own
+            size below this to its measured acceptance.
     """
 
     name = "hf"
@@ -109,6 +123,8 @@ class HFEngine(Engine):
         prefix_cache: bool = True,
         pack_siblings: bool = False,
         prefill_tokens_per_forward: int = 8192,
+        draft: str | Drafter | None | bool = None,
+        draft_tokens: int = 16,
     ) -> None:
         super().__init__()
         impl = getattr(model.config, "_attn_implementation", "sdpa")
@@ -152,6 +168,12 @@ class HFEngine(Engine):
         self._done: list[Outcome] = []
         self._hooked: set[int] = set()
         self.preemptions = 0  # jobs whose KV was dropped to make room (recomputed later)
+        if draft_tokens < 0:
+            raise ReasonError("draft_tokens", f"must be at least 0 (got {draft_tokens})", "use e.g. 16")
+        vocab = self.head.weight.shape[0]
+        self.drafter: Drafter | None = make_drafter(draft, vocab) if isinstance(draft, str) else (draft or None)
+        self.draft_tokens = draft_tokens
+        self._draft_rate = 1.0  # engine-wide moving average of accepted draft tokens per verification
 
     # -- construction -------------------------------------------------------------------------
 
@@ -165,7 +187,7 @@ class HFEngine(Engine):
         attn_implementation: str = "sdpa",
         trust_remote_code: bool = False,
         **options: Any,
-    ) -> "HFEngine":
+    ) -> HFEngine:
         """Load ``model`` (local directory or hub id) and build an engine over it."""
         lm, tok = load_model_and_tokenizer(
             model, dtype=dtype, device=device, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
@@ -275,8 +297,8 @@ class HFEngine(Engine):
         for p in sorted(plans, key=lambda p: p.row.q):
             if groups:
                 g = groups[-1]
-                q_max = max(p.row.q, max(x.row.q for x in g))
-                if q_max * (len(g) + 1) <= self.prefill_budget:
+                # Sorted by q, so this row is the group's longest.
+                if p.row.q * (len(g) + 1) <= self.prefill_budget:
                     g.append(p)
                     continue
             groups.append([p])
@@ -367,6 +389,11 @@ class HFEngine(Engine):
         live = job.live()
         plans: list[_Plan] = []
         packable = [s for s in live if len(s.tokens) - len(s.slots) == 1]
+        if self.drafter is not None:
+            for s in packable:
+                plans.append(self._draft_plan(job, s, ctx, base))
+            live = [s for s in live if s not in packable]
+            packable = []
         if self.pack_siblings and len(packable) > 1:
             extra: list[int] = []
             spans: list[tuple[int, int]] = []
@@ -400,6 +427,40 @@ class HFEngine(Engine):
             )
             plans.append(_Plan(row, job, [s]))
         return plans
+
+    def _draft_size(self, s: _Seq) -> int:
+        """This step's draft size for ``s``: about twice what it has been accepting, at least 2,
+        and only an occasional probe once drafts stop being accepted."""
+        if s.draft_rate is None:  # a new sequence starts from what drafts have been earning lately
+            s.draft_rate = self._draft_rate
+        if s.draft_rate < 0.1:
+            return 2 if s.draft_steps % 8 == 0 else 0
+        size = min(self.draft_tokens, max(2, int(2 * s.draft_rate) + 2))
+        stop = s.checker.stop
+        left = [x for x in (stop.max_tokens, stop.segment_tokens, s.checker.room) if x is not None]
+        if left:
+            size = min(size, max(0, min(left) - len(s.tokens) - 1))
+        return size
+
+    def _draft_plan(self, job: _Job, s: _Seq, ctx: list[int], base: int) -> _Plan:
+        assert self.drafter is not None
+        if not job.path_ids:
+            job.path_ids = [t for n in job.path for t in n.token_ids]
+        size = self._draft_size(s)
+        query = DraftQuery(job.tree, job.request.node, job.path_ids, s.tokens, s,
+                           [(o, o.tokens) for o in job.live() if o is not s] if size > 0 else [])
+        draft = self.drafter.propose(query, size) if size > 0 else Draft()
+        start = base + len(s.slots)
+        depths = draft.depths()
+        row = Row(
+            tokens=[s.tokens[-1]] + draft.tokens,
+            positions=[start] + [start + d for d in depths],
+            write_slots=[],
+            ctx=ctx + s.slots,
+            parents=[-1] + [p + 1 for p in draft.parents],
+            want=list(range(len(draft) + 1)),
+        )
+        return _Plan(row, job, [s], draft=draft, draft_context=query.context(self.drafter.context_size))
 
     def _secure_slots(self, plans: list[_Plan]) -> list[_Plan]:
         """Give every planned token a slot, evicting and then preempting when the budget is short."""
@@ -480,22 +541,31 @@ class HFEngine(Engine):
                 logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
 
-    def _sample(self, logits: torch.Tensor, seqs: list[_Seq]) -> None:
+    def _choose(self, logits: torch.Tensor, seqs: list[_Seq], ahead: list[int]) -> tuple[list[int], list[float]]:
+        """The token each row of ``logits`` gives its sequence at ``ahead`` tokens past its current
+        end: drawn with that position's uniform, so a draft position gets exactly the token plain
+        decoding would give it. ``logits`` may be overwritten."""
         samplings: list[Sampling] = [s.job.request.sampling for s in seqs]
         with torch.inference_mode():
-            tokens, logprobs = choose_tokens(
+            return choose_tokens(
                 logits,
                 [sp.temperature for sp in samplings],
                 [sp.top_k for sp in samplings],
                 [sp.top_p for sp in samplings],
-                [uniform(s.seed, len(s.tokens)) for s in seqs],
+                [uniform(s.seed, len(s.tokens) + a) for s, a in zip(seqs, ahead)],
             )
+
+    def _append(self, s: _Seq, token: int, logprob: float) -> None:
+        s.tokens.append(token)
+        s.logprobs.append(logprob)
+        s.job.tree.ledger.generated_tokens += 1
+        self.ledger.generated_tokens += 1
+        s.finish = s.checker.check(s.tokens)
+
+    def _sample(self, logits: torch.Tensor, seqs: list[_Seq]) -> None:
+        tokens, logprobs = self._choose(logits, seqs, [0] * len(seqs))
         for s, t, lp in zip(seqs, tokens, logprobs):
-            s.tokens.append(t)
-            s.logprobs.append(lp)
-            s.job.tree.ledger.generated_tokens += 1
-            self.ledger.generated_tokens += 1
-            s.finish = s.checker.check(s.tokens)
+            self._append(s, t, lp)
 
     def _count_prefill(self, tree: Tree, n: int) -> None:
         tree.ledger.prefill_tokens += n
@@ -505,12 +575,15 @@ class HFEngine(Engine):
         at = 0
         decode_hidden: list[torch.Tensor] = []
         decode_seqs: list[_Seq] = []
+        drafted: list[tuple[_Plan, torch.Tensor]] = []
         for p in plans:
             n_want = len(p.row.want)
             h = hidden[at : at + n_want]
             at += n_want
             if p.seqs is None:
                 self._absorb_head(p, h)
+            elif p.draft is not None:
+                drafted.append((p, h))
             else:
                 slots = p.row.write_slots
                 if len(p.seqs) > 1 or p.row.parents is not None:  # packed siblings: one token each
@@ -522,6 +595,51 @@ class HFEngine(Engine):
                 decode_seqs.extend(p.seqs)
         if decode_seqs:
             self._sample(self.logits(torch.cat(decode_hidden)), decode_seqs)
+        if drafted:
+            self._verify(drafted)
+
+    def _verify(self, drafted: list[tuple[_Plan, torch.Tensor]]) -> None:
+        """Sample every position of every draft row at once, then keep, per sequence, the draft path
+        that matches its samples: each matched draft token is accepted (its KV is kept) and the
+        first unmatched sample is the new last token."""
+        assert self.drafter is not None
+        logits = self.logits(torch.cat([h for _, h in drafted]))
+        self.drafter.observe([(p.draft_context, p.draft) for p, _ in drafted], logits)
+        seqs = [p.seqs[0] for p, _ in drafted for _ in p.row.tokens]
+        ahead = [a for p, _ in drafted for a in [0] + p.draft.depths()]
+        tokens, logprobs = self._choose(logits, seqs, ahead)
+        at = 0
+        for p, _ in drafted:
+            s, draft, slots = p.seqs[0], p.draft, p.row.write_slots
+            n = len(draft) + 1
+            picked, lps = tokens[at : at + n], logprobs[at : at + n]
+            at += n
+            kids = draft.children()
+            keep = [slots[0]]
+            node, matched = -1, 0  # -1: the sequence's last token (row index 0)
+            while True:
+                token = picked[node + 1]
+                self._append(s, token, lps[node + 1])
+                child = kids.get(node, {}).get(token)
+                if child is None:
+                    break
+                matched += 1
+                if s.finish is not None:
+                    break
+                keep.append(slots[child + 1])
+                node = child
+            kept = set(keep)
+            self.pool.free([x for x in slots if x not in kept])
+            self._note_fed(s, keep)
+            tree = s.job.tree
+            tree.ledger.draft_proposed += len(draft)
+            tree.ledger.draft_accepted += matched
+            self.ledger.draft_proposed += len(draft)
+            self.ledger.draft_accepted += matched
+            if len(draft):
+                s.draft_rate = 0.5 * (s.draft_rate or 0.0) + 0.5 * matched
+                self._draft_rate = 0.9 * self._draft_rate + 0.1 * matched
+            s.draft_steps += 1
 
     def _note_fed(self, s: _Seq, slots: list[int]) -> None:
         first = len(s.slots)
@@ -619,4 +737,7 @@ class HFEngine(Engine):
             assert job.entries is not None
             self.store.unpin(job.entries)
             job.entries = None
+            if self.drafter is not None:
+                for s in job.seqs:
+                    self.drafter.forget(s)
             self._done.append(Outcome(job.ticket, children, error))

@@ -1,0 +1,203 @@
+"""Speculative tree drafting: the drafters, and token identity with drafting on and off."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from reason.cli import main
+from reason.draft import (
+    Draft,
+    Drafter,
+    DraftQuery,
+    RecyclingDrafter,
+    SuffixDrafter,
+    make_drafter,
+)
+from reason.draft.recycle import best_first
+from reason.engine.base import ExpandRequest, Sampling, Stop
+from reason.engine.hf import HFEngine
+from reason.errors import ReasonError
+from reason.models import resolve_model
+from rewards.catalog import load_prm
+from search.solve import solve_many
+from tasks.arith.problems import generate
+from tests.test_engine_branching import PROMPTS, snapshot
+
+DRAFTERS = ("spine", "suffix", "recycle")
+
+
+def tree_snapshot(result):
+    return [(n.id, n.parent.id if n.parent else None, tuple(n.token_ids), n.finish_reason) for n in result.tree]
+
+
+@pytest.fixture(scope="module")
+def arith_engines():
+    path = resolve_model("arith")
+    plain = HFEngine.from_pretrained(path, dtype="float32", device="cpu")
+    return plain, {d: HFEngine.from_pretrained(path, dtype="float32", device="cpu", draft=d) for d in DRAFTERS}
+
+
+def test_draft_tree_helpers():
+    d = Draft()
+    a = d.add(5, -1)
+    b = d.add(6, a)
+    d.add(7, -1)
+    d.add(8, b)
+    assert d.depths() == [1, 2, 1, 3]
+    assert d.children() == {-1: {5: 0, 7: 2}, 0: {6: 1}, 1: {8: 3}}
+
+
+def test_best_first_shape_and_budget():
+    # A confident chain (weight 0.9) with weaker alternatives (0.2) at every node.
+    def nxt(tokens):
+        last = tokens[-1]
+        return [(last + 1, 0.9), (last + 100, 0.2)]
+
+    draft = best_first([0], nxt, 6)
+    assert len(draft) == 6
+    depths = draft.depths()
+    assert max(depths) >= 4  # the spine goes deep before alternatives fill in
+    assert draft.tokens[: 4] == [1, 2, 3, 4]
+    assert best_first([0], nxt, 6).tokens == draft.tokens  # deterministic
+
+
+def test_recycled_table_learns_from_logits_and_is_bounded():
+    import torch
+
+    r = RecyclingDrafter(151_936, k=8, capacity=64)
+    # 4.9 MB for the per-token table of a 150k vocabulary.
+    assert r.memory_bytes() < 6_000_000
+    logits = torch.zeros(3, 151_936)
+    logits[0, 42] = 5.0
+    logits[1, 43] = 5.0
+    logits[2, 44] = 5.0
+    d = Draft()
+    d.add(42, -1)
+    d.add(43, 0)
+    r.observe([([1, 2, 3, 7], d)], logits)
+    assert r.row([9, 7])[0] == 42  # unigram row of 7
+    assert r.row([1, 2, 3, 7, 42, 43])[0] == 44  # order-3 context row
+    grown = r.propose(DraftQuery(None, None, [1, 2, 3, 7], [], key=1), 3)
+    assert grown.tokens[:3] == [42, 43, 44]
+    for i in range(500):  # many distinct contexts: the context tables stay at capacity
+        r.observe([([i, i + 1, i + 2, i + 3], Draft())], logits[:1])
+    assert all(len(t) <= 64 for t in r._ctx.values())
+    assert r.memory_bytes() < 6_000_000
+
+
+def test_suffix_drafter_follows_the_tree(arith_engines):
+    plain, _ = arith_engines
+    tree = plain.new_tree("7*8+1")
+    tok = plain.tokenizer
+    ids = tok.encode("7*8=56\n56+1=57\n", add_special_tokens=False)
+    node = tree.add_child(tree.root, ids[:7], finish_reason="stop")
+    tree.add_child(node, ids[7:], finish_reason="stop")
+    # A new sequence under the root that has produced "7*8=5": the tree says "6\n56+1=57".
+    query = DraftQuery(tree, tree.root, tree.prefix_ids(tree.root), ids[:5], key="s")
+    draft = SuffixDrafter().propose(query, 8)
+    path, node_i = [], -1
+    kids = draft.children()
+    while node_i in kids:
+        node_i = next(iter(kids[node_i].values()))
+        path.append(draft.tokens[node_i])
+    assert path == ids[5:13]
+
+
+def test_unknown_drafter_is_a_one_line_error(arith_engines):
+    with pytest.raises(ReasonError, match="draft"):
+        make_drafter("nope", 10)
+    result = CliRunner().invoke(main, ["generate", "1+2", "--draft", "nope"])
+    assert result.exit_code == 2 and "unknown drafter" in result.output
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_arith_generate_identical_with_every_drafter(arith_engines, temperature):
+    plain, drafted = arith_engines
+    stop = Stop(max_tokens=48)
+
+    def run(engine):
+        tree = engine.new_tree("((23+20)*5-17)*3")
+        [kids] = engine.expand_many([ExpandRequest(tree, tree.root, 16, stop, Sampling(temperature=temperature, seed=7))])
+        return [(tuple(k.token_ids), k.finish_reason) for k in kids], [k.logprobs for k in kids]
+
+    ref, ref_lp = run(plain)
+    for name, engine in drafted.items():
+        before = engine.ledger.draft_accepted
+        got, lp = run(engine)
+        assert got == ref, name
+        for a, b in zip(lp, ref_lp):
+            assert a == pytest.approx(b, abs=1e-4)
+        assert engine.ledger.draft_accepted > before, name  # drafting actually happened
+
+
+def test_cli_generate_draft_flag_keeps_the_output():
+    outs = []
+    for flag in (["--no-draft"], ["--draft"], ["--draft", "suffix"]):
+        r = CliRunner().invoke(main, ["generate", "12+3*4-5", "-n", "16", "-t", "0.8", "--seed", "3", "--json", *flag])
+        assert r.exit_code == 0, r.output
+        data = json.loads(r.output)
+        outs.append(([s["token_ids"] for s in data["samples"]], data["ledger"]))
+    assert outs[0][0] == outs[1][0] == outs[2][0]
+    assert outs[0][1]["draft_proposed"] == 0
+    assert outs[1][1]["draft_accepted"] > 0
+    assert outs[1][1]["forward_passes"] < outs[0][1]["forward_passes"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_tiny_models_branching_identical(models, tokenizer, arch, temperature):
+    """Branching growth on random tiny models, with a small cache (eviction and recomputation)."""
+
+    def grow_t(engine):
+        trees = [engine.new_tree(p) for p in PROMPTS[:3]]
+        frontier = [(t, t.root) for t in trees]
+        for _ in range(3):
+            reqs = [ExpandRequest(t, n, 3, Stop(strings=("\n",), max_tokens=6),
+                                  Sampling(temperature=temperature, seed=n.id)) for t, n in frontier]
+            frontier = [(r.tree, c) for r, kids in zip(reqs, engine.expand_many(reqs)) for c in kids]
+        return trees
+
+    ref = snapshot(grow_t(HFEngine(models[arch], tokenizer)))
+    for name in DRAFTERS:
+        engine = HFEngine(models[arch], tokenizer, draft=name, cache_tokens=600)
+        assert snapshot(grow_t(engine)) == ref, name
+    assert engine.ledger.draft_proposed > 0
+
+
+def test_adaptive_size_backs_off_when_drafts_fail(models, tokenizer):
+    """A drafter that is always wrong: the engine stops spending verification slots on it."""
+
+    class Wrong(Drafter):
+        def propose(self, query, budget):
+            d = Draft()
+            parent = -1
+            for _ in range(budget):
+                parent = d.add(0, parent)  # one token over and over: almost never what the model samples
+            return d
+
+    def run(engine):
+        trees = [engine.new_tree(p) for p in PROMPTS[:4]]
+        reqs = [ExpandRequest(t, t.root, 4, Stop(max_tokens=32), Sampling(temperature=1.0, seed=i))
+                for i, t in enumerate(trees)]
+        return [[tuple(k.token_ids) for k in kids] for kids in engine.expand_many(reqs)]
+
+    engine = HFEngine(models["llama"], tokenizer, draft=Wrong(), draft_tokens=16)
+    assert run(engine) == run(HFEngine(models["llama"], tokenizer))
+    # 16 sequences x 32 tokens: a drafter that never backed off would propose 16 x 4+ per token.
+    assert engine.ledger.draft_proposed < engine.ledger.generated_tokens
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["particle", "treepo"])
+def test_search_runs_identical_on_50_problems(arith_engines, strategy):
+    plain, drafted = arith_engines
+    questions = [p.question for p in generate(3, 50, seed=5)]
+    options = {"prm": load_prm("arith")} if strategy == "particle" else {"select": "majority"}
+    ref = solve_many(plain, questions, strategy=strategy, budget=8, seed=3, **options)
+    got = solve_many(drafted["spine"], questions, strategy=strategy, budget=8, seed=3, **options)
+    assert [r.answer for r in got] == [r.answer for r in ref]
+    assert [tree_snapshot(r) for r in got] == [tree_snapshot(r) for r in ref]
+    assert sum(r.tree.ledger.draft_accepted for r in got) > 0
