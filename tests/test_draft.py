@@ -16,7 +16,7 @@ from reason.draft import (
     SuffixDrafter,
     make_drafter,
 )
-from reason.draft.recycle import best_first
+from reason.draft.base import best_first
 from reason.engine.base import ExpandRequest, Sampling, Stop
 from reason.engine.hf import HFEngine
 from reason.errors import ReasonError

@@ -9,8 +9,9 @@ a draft can only change how many forwards a sequence takes, never its tokens.
 
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -91,3 +92,36 @@ class Drafter(ABC):
     def memory_bytes(self) -> int:
         """Bytes of state the drafter holds."""
         return 0
+
+
+NextTokens = Callable[[list[int]], Sequence[tuple[int, float]]]
+
+
+def best_first(context: list[int], next_tokens: NextTokens, budget: int) -> Draft:
+    """Grow a draft of at most ``budget`` nodes after ``context``, best score first.
+
+    ``next_tokens(tokens)`` gives the ``(token, weight)`` candidates after ``tokens`` (context plus a
+    draft path); a node's score is the product of the weights along its path. Ties go to the
+    earlier-found node, so the result is deterministic.
+    """
+    draft = Draft()
+    heap: list[tuple[float, int, int, int, list[int]]] = []
+    order = 0
+
+    def push(parent: int, path: list[int], score: float) -> None:
+        nonlocal order
+        for token, w in next_tokens(context + path):
+            heapq.heappush(heap, (-score * w, order, parent, token, path))
+            order += 1
+
+    push(-1, [], 1.0)
+    seen: set[tuple[int, int]] = set()
+    while heap and len(draft) < budget:
+        neg, _, parent, token, path = heapq.heappop(heap)
+        if (parent, token) in seen:
+            continue
+        seen.add((parent, token))
+        node = draft.add(token, parent)
+        if len(draft) < budget:
+            push(node, path + [token], -neg)
+    return draft

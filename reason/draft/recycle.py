@@ -17,50 +17,16 @@ root, the anisotropic shape that suits confident models.
 
 from __future__ import annotations
 
-import heapq
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from reason.draft.base import Draft, Drafter, DraftQuery
+from reason.draft.base import Draft, Drafter, DraftQuery, best_first
 
 DEFAULT_ORDERS = (1, 3, 6)
 DEFAULT_RANK_WEIGHTS = (0.85, 0.25, 0.1, 0.05, 0.03, 0.02, 0.01, 0.01)
-
-NextTokens = Callable[[list[int]], Sequence[tuple[int, float]]]
-
-
-def best_first(context: list[int], next_tokens: NextTokens, budget: int) -> Draft:
-    """Grow a draft of at most ``budget`` nodes after ``context``, best score first.
-
-    ``next_tokens(tokens)`` gives the ``(token, weight)`` candidates after ``tokens`` (context plus a
-    draft path); a node's score is the product of the weights along its path. Ties go to the
-    earlier-found node, so the result is deterministic.
-    """
-    draft = Draft()
-    heap: list[tuple[float, int, int, int, list[int]]] = []
-    order = 0
-
-    def push(parent: int, path: list[int], score: float) -> None:
-        nonlocal order
-        for token, w in next_tokens(context + path):
-            heapq.heappush(heap, (-score * w, order, parent, token, path))
-            order += 1
-
-    push(-1, [], 1.0)
-    seen: set[tuple[int, int]] = set()
-    while heap and len(draft) < budget:
-        neg, _, parent, token, path = heapq.heappop(heap)
-        if (parent, token) in seen:
-            continue
-        seen.add((parent, token))
-        node = draft.add(token, parent)
-        if len(draft) < budget:
-            push(node, path + [token], -neg)
-    return draft
-
 
 class RecyclingDrafter(Drafter):
     """Drafts from recycled candidate tables (see the module docstring).
@@ -116,7 +82,6 @@ class RecyclingDrafter(Drafter):
         top = torch.topk(logits, min(self.k, logits.shape[-1]), dim=-1).indices.to(torch.int32).cpu().numpy()
         if top.shape[1] < self.k:
             top = np.pad(top, ((0, 0), (0, self.k - top.shape[1])), constant_values=-1)
-        last: list[int] = []
         paths: list[list[int]] = []
         for context, draft in rows:
             start = len(paths)

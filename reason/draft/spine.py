@@ -4,7 +4,7 @@ Suffix matches in the problem's tree give whole continuations that the search al
 where the match is long they are reliable, so their tokens rank first at every position they cover
 and the best of them forms the spine. The recycled tables then offer alternatives at every node
 (beside the spine tokens) and continue past the end of the matches. The tree is grown best-first
-(see :func:`reason.draft.recycle.best_first`): a long reliable match yields a deep narrow spine, an
+(see :func:`reason.draft.base.best_first`): a long reliable match yields a deep narrow spine, an
 uncertain position a wide fan.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import torch
 
-from reason.draft.base import Draft, Drafter, DraftQuery
-from reason.draft.recycle import RecyclingDrafter, best_first
-from reason.draft.suffix import SuffixDrafter
+from reason.draft.base import Draft, Drafter, DraftQuery, best_first
+from reason.draft.recycle import RecyclingDrafter
+from reason.draft.suffix import SuffixDrafter, continuation_trie, ranked_children
 
 
 class SpineDrafter(Drafter):
@@ -48,22 +48,16 @@ class SpineDrafter(Drafter):
     def propose(self, query: DraftQuery, budget: int) -> Draft:
         if budget <= 0:
             return Draft()
-        # Trie of suffix continuations: draft path -> {next token: summed match length}.
-        trie: dict[tuple[int, ...], dict[int, float]] = {}
-        best = 0
-        for path, length in self.suffix.candidates(query, budget):
-            best = max(best, length)
-            for i, t in enumerate(path):
-                kids = trie.setdefault(tuple(path[:i]), {})
-                kids[t] = kids.get(t, 0.0) + length
+        paths = self.suffix.candidates(query, budget)
+        trie = continuation_trie(paths)
+        best = max((length for _, length in paths), default=0)
         context = query.context(max(self.recycle.orders))
         first = self.strong if best >= self.reliable else self.weak
 
         def next_tokens(tokens: list[int]) -> list[tuple[int, float]]:
-            kids = trie.get(tuple(tokens[len(context):]), {})
-            ranked = sorted(kids, key=lambda t: -kids[t])
-            out = [(t, first if r == 0 else self.weak * kids[t] / kids[ranked[0]]) for r, t in enumerate(ranked)]
-            taken = set(ranked)
+            ranked = ranked_children(trie, tuple(tokens[len(context):]))
+            out = [(t, first if r == 0 else self.weak * share / ranked[0][1]) for r, (t, share) in enumerate(ranked)]
+            taken = {t for t, _ in ranked}
             rest = [t for t in self.recycle.row(tokens) if t not in taken]
             weights = self.recycle.rank_weights[len(out) : self.recycle.width] if out else self.recycle.rank_weights[: self.recycle.width]
             return out + list(zip(rest, weights))

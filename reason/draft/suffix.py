@@ -5,7 +5,7 @@ for a sequence, the drafter looks up its last two tokens, extends each occurrenc
 measure how long the match is, and follows the best (longest, then most recent) occurrences
 forwards: along the rest of their node and on into that node's children, so the draft branches
 where the search tree branched. Continuations are merged into a token trie weighted by match length
-and the heaviest ``budget`` nodes (ancestors first) form the draft. Sequences still being decoded
+and the heaviest ``budget`` nodes form the draft. Sequences still being decoded
 are indexed too, so a sibling that is ahead drafts for one that is behind.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import weakref
 from itertools import count
 
-from reason.draft.base import Draft, Drafter, DraftQuery
+from reason.draft.base import Draft, Drafter, DraftQuery, best_first
 from reason.tree import Node, Tree
 
 
@@ -164,35 +164,28 @@ class SuffixDrafter(Drafter):
     def propose(self, query: DraftQuery, budget: int) -> Draft:
         if budget <= 0:
             return Draft()
-        return trie_draft(self.candidates(query, budget), budget)
+        trie = continuation_trie(self.candidates(query, budget))
+        context = query.context(1)
+        return best_first(context, lambda tokens: ranked_children(trie, tuple(tokens[len(context):])), budget)
 
 
-def trie_draft(paths: list[tuple[list[int], int]], budget: int) -> Draft:
-    """Merge weighted token paths into a trie and keep the ``budget`` heaviest nodes (a child never
-    outweighs its parent, so the kept nodes include their ancestors)."""
-    index: dict[tuple[int, int], int] = {}
-    tokens: list[int] = []
-    parents: list[int] = []
-    weight: list[float] = []
-    depth: list[int] = []
-    for path, w in paths:
-        parent = -1
-        for t in path:
-            key = (parent, t)
-            node = index.get(key)
-            if node is None:
-                node = index[key] = len(tokens)
-                tokens.append(t)
-                parents.append(parent)
-                weight.append(0.0)
-                depth.append(1 if parent < 0 else depth[parent] + 1)
-            weight[node] += w
-            parent = node
-    keep = sorted(range(len(tokens)), key=lambda i: (-weight[i], depth[i], i))[:budget]
-    keep.sort()
-    remap = {old: new for new, old in enumerate(keep)}
-    draft = Draft()
-    for old in keep:
-        p = parents[old]
-        draft.add(tokens[old], -1 if p < 0 else remap[p])
-    return draft
+Trie = dict[tuple[int, ...], dict[int, float]]
+
+
+def continuation_trie(paths: list[tuple[list[int], int]]) -> Trie:
+    """Merge weighted token paths into a trie: ``{path prefix: {next token: summed weight}}``."""
+    trie: Trie = {}
+    for path, weight in paths:
+        for i, t in enumerate(path):
+            kids = trie.setdefault(tuple(path[:i]), {})
+            kids[t] = kids.get(t, 0.0) + weight
+    return trie
+
+
+def ranked_children(trie: Trie, prefix: tuple[int, ...]) -> list[tuple[int, float]]:
+    """The tokens after ``prefix``, heaviest first, each with its share of the prefix's weight (so a
+    node's product of shares along its path is its own weight over the total: best-first growth keeps
+    the heaviest nodes)."""
+    kids = trie.get(prefix, {})
+    total = sum(kids.values())
+    return [(t, kids[t] / total) for t in sorted(kids, key=lambda t: -kids[t])]
