@@ -78,7 +78,7 @@ def row(name: str, engine, questions, problems, budget: int, seed: int, options:
     wall = time.perf_counter() - started
     k = sum(r.answer == str(p.answer) for r, p in zip(results, problems))
     lo, hi = wilson(k, len(problems))
-    per = lambda f: sum(f(r.ledger) for r in results) / len(results)  # noqa: E731
+    per = lambda f: sum(f(r.ledger) for r in results) / len(results)
     print(f"| {name} | {k / len(problems):.3f} | {lo:.3f}-{hi:.3f} | {per(lambda l: l.generated_tokens):.0f} | "
           f"{per(lambda l: l.prm_calls):.1f} | {per(lambda l: l.value_calls):.1f} | {wall:.1f} |", flush=True)
 

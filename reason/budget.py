@@ -41,14 +41,14 @@ class Ledger(BaseModel):
     verifier_calls: int = 0
     wall_seconds: float = 0.0
 
-    def add(self, other: "Ledger") -> "Ledger":
+    def add(self, other: Ledger) -> Ledger:
         """Add ``other``'s counters into this ledger in place and return it."""
         for key in type(self).model_fields:
             setattr(self, key, getattr(self, key) + getattr(other, key))
         return self
 
     @classmethod
-    def total(cls, ledgers: "list[Ledger]") -> "Ledger":
+    def total(cls, ledgers: list[Ledger]) -> Ledger:
         """A new ledger holding the sum of ``ledgers``."""
         out = cls()
         for ledger in ledgers:

@@ -16,7 +16,8 @@ import asyncio
 import random
 import threading
 import time
-from typing import Any, Awaitable, Coroutine, Sequence, TypeVar
+from collections.abc import Awaitable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from reason.engine.base import Engine, ExpandRequest, Sampling, Stop
 from reason.seeding import derive_seed
@@ -32,7 +33,7 @@ class SearchContext:
 
     def __init__(
         self,
-        runner: "Runner",
+        runner: Runner,
         tree: Tree,
         seed: int = 0,
         *,
@@ -128,7 +129,7 @@ class Runner:
             tree = self.engine.new_tree(prompt, meta=meta)
         return SearchContext(self, tree, seed, **scorers)
 
-    def submit(self, request: ExpandRequest) -> "asyncio.Future[list[Node]]":
+    def submit(self, request: ExpandRequest) -> asyncio.Future[list[Node]]:
         """Queue ``request`` with the engine; the future resolves to its children."""
         loop = asyncio.get_running_loop()
         ticket = self.engine.submit(request)

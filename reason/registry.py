@@ -3,7 +3,8 @@ backends by name without the core importing them."""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from reason.errors import ReasonError
 

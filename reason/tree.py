@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import networkx as nx
 
@@ -38,8 +39,8 @@ class Node:
     token_ids: list[int]
     text: str = ""
     logprobs: list[float] = field(default_factory=list)
-    parent: "Node | None" = field(default=None, repr=False)
-    children: list["Node"] = field(default_factory=list, repr=False)
+    parent: Node | None = field(default=None, repr=False)
+    children: list[Node] = field(default_factory=list, repr=False)
     depth: int = 0
     finish_reason: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
@@ -242,7 +243,7 @@ class Tree:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Tree":
+    def from_dict(cls, data: dict[str, Any]) -> Tree:
         """Rebuild a tree saved by :meth:`to_dict`; node ids, scores and the ledger are kept."""
         nodes = sorted(data["nodes"], key=lambda n: n["id"])
         root = next(n for n in nodes if n["parent"] is None)
@@ -264,7 +265,7 @@ class Tree:
         return tree
 
     @classmethod
-    def from_json(cls, text: str) -> "Tree":
+    def from_json(cls, text: str) -> Tree:
         """Rebuild a tree from :meth:`to_json` output."""
         return cls.from_dict(json.loads(text))
 

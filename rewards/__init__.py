@@ -6,8 +6,8 @@ prms: Registry = Registry("prm")
 verifiers: Registry = Registry("verifier")
 value_models: Registry = Registry("value")
 
-__all__ = ["prms", "verifiers", "value_models"]
+__all__ = ["prms", "value_models", "verifiers"]
 
 # Registrations (after the registries exist): verifiers, then the named PRMs / value models.
-from rewards import catalog as _catalog  # noqa: E402,F401
-from rewards import graders as _graders  # noqa: E402,F401
+from rewards import catalog as _catalog  # noqa: F401
+from rewards import graders as _graders  # noqa: F401

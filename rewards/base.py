@@ -10,8 +10,8 @@ Every call is batched and reports the tokens it fed, so node-level scoring can c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from reason.errors import ReasonError
 

@@ -6,7 +6,8 @@ it at another checkpoint of the same format (a local directory works offline).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from reason.errors import ReasonError
 from rewards import prms, value_models, verifiers

@@ -15,8 +15,8 @@ import multiprocessing as mp
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Sequence
 
 from reason.errors import ReasonError
 from rewards import verifiers
@@ -199,7 +199,7 @@ class MathVerifier(OutcomeVerifier):
             w.stop()
         self._pool = []
 
-    def __enter__(self) -> "MathVerifier":
+    def __enter__(self) -> MathVerifier:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -244,7 +244,7 @@ class ExactMatchVerifier(OutcomeVerifier):
     name = "exact"
 
     def verify_batch(self, items: Sequence[VerifyItem]) -> list[float]:
-        norm = lambda s: " ".join(str(s).split())  # noqa: E731
+        norm = lambda s: " ".join(str(s).split())
         return [1.0 if norm(_final(it.response)) == norm(it.reference) else 0.0 for it in items]
 
 

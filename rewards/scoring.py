@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from reason.errors import ReasonError
 from reason.tree import Node, Tree

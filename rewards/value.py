@@ -8,13 +8,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from reason.errors import ReasonError
 from rewards.base import ProcessRewardModel, ValueModel, Values
-from rewards.hf_common import left_truncate, load_pretrained, load_tokenizer, pad_id_of, pad_right
+from rewards.hf_common import (
+    left_truncate,
+    load_pretrained,
+    load_tokenizer,
+    pad_id_of,
+    pad_right,
+)
 from rewards.scoring import aggregate, split_steps
 
 
@@ -53,9 +60,12 @@ class LMValueModel(ValueModel):
 
     @classmethod
     def from_pretrained(cls, name: str, *, head: str = "token", dtype: Any = "auto", device: Any = None,
-                        **options: Any) -> "LMValueModel":
+                        **options: Any) -> LMValueModel:
         """Load a scalar-head checkpoint by path or hub id."""
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+        from transformers import (
+            AutoModelForSequenceClassification,
+            AutoModelForTokenClassification,
+        )
 
         auto = AutoModelForTokenClassification if head == "token" else AutoModelForSequenceClassification
         model = load_pretrained(auto, name, field="value", dtype=dtype, device=device)

@@ -11,7 +11,7 @@ answer, or, with none, the lowest-``f`` open node completed greedily.
 from __future__ import annotations
 
 import heapq
-from typing import Callable
+from collections.abc import Callable
 
 from reason.context import SearchContext
 from reason.engine.base import Sampling, Stop

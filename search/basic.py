@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from reason.context import SearchContext
 from reason.engine.base import Sampling, Stop

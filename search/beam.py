@@ -15,7 +15,7 @@ A child that ends at EOS is finished; the answer is the finished solution with t
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from reason.context import SearchContext
 from reason.engine.base import Sampling, Stop

@@ -5,7 +5,7 @@ vote over the first ``k`` to finish (ties go to the earliest)."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from reason.context import SearchContext
 from reason.engine.base import Sampling, Stop

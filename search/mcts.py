@@ -24,7 +24,7 @@ is taken, and with none at all the reached leaf is completed greedily. Statistic
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from reason.context import SearchContext
 from reason.engine.base import Sampling, Stop

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter, defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from reason.context import SearchContext
 from reason.engine.base import Sampling, Stop

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from reason.context import Runner, SearchContext
 from reason.engine.base import Engine, Stop

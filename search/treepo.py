@@ -36,7 +36,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 

@@ -4,8 +4,8 @@ out of a solution. Registered by suite name."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from reason.registry import Registry
 from tasks.problem import Problem

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

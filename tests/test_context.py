@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-
 from reason.context import Runner
 from reason.engine.base import ExpandRequest, Sampling, Stop
 from reason.engine.hf import HFEngine

@@ -19,6 +19,7 @@ from reason.draft import (
 from reason.draft.base import best_first
 from reason.engine.base import ExpandRequest, Sampling, Stop
 from reason.engine.hf import HFEngine
+from reason.engine.hf.draft_cost import ForwardCost
 from reason.errors import ReasonError
 from reason.models import resolve_model
 from rewards.catalog import load_prm
@@ -201,3 +202,34 @@ def test_search_runs_identical_on_50_problems(arith_engines, strategy):
     assert [r.answer for r in got] == [r.answer for r in ref]
     assert [tree_snapshot(r) for r in got] == [tree_snapshot(r) for r in ref]
     assert sum(r.tree.ledger.draft_accepted for r in got) > 0
+
+
+def test_forward_cost_fit_separates_fixed_from_per_token_cost():
+    cost = ForwardCost(decay=1.0, warmup=4)
+    assert cost.threshold() == 0.0  # nothing measured: draft freely
+    for fed in (16, 16, 16, 16, 16):
+        cost.record(fed, 16, 0.002 + 0.0001 * fed)
+    assert cost.per_token() is None  # fed never varied: per-token cost unknown
+    for fed in (32, 48, 80, 64, 24):
+        cost.record(fed, 24, 0.002 + 0.0001 * fed)
+    assert cost.per_token() == pytest.approx(0.0001, rel=1e-6)
+    # A fed token costs 0.1 ms; the steps yield 5*16 + 5*24 tokens in 10*2 ms + 0.1 ms * 328 fed.
+    assert cost.threshold() == pytest.approx(0.0001 * 200 / (0.02 + 0.0328), rel=1e-6)
+
+
+def test_cost_threshold_cuts_drafts_but_not_tokens(arith_engines):
+    plain, _ = arith_engines
+    path = resolve_model("arith")
+    questions = [p.question for p in generate(3, 4, seed=5)]
+    ref = [tree_snapshot(r) for r in solve_many(plain, questions, strategy="particle", budget=8, seed=2,
+                                                prm=load_prm("arith"))]
+    proposed = {}
+    for threshold in (0.0, 1.0):
+        engine = HFEngine.from_pretrained(path, dtype="float32", device="cpu", draft="spine", draft_threshold=threshold)
+        out = solve_many(engine, questions, strategy="particle", budget=8, seed=2, prm=load_prm("arith"))
+        assert [tree_snapshot(r) for r in out] == ref
+        proposed[threshold] = engine.ledger.draft_proposed
+    # At threshold 1 a draft token must bring a whole accepted token: drafts shrink to the accepted length.
+    assert proposed[1.0] < proposed[0.0] / 2
+    with pytest.raises(ReasonError, match="draft_threshold"):
+        HFEngine(plain.model, plain.tokenizer, draft="spine", draft_threshold=1.5)

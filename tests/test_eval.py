@@ -119,7 +119,7 @@ def test_shards_merge_to_the_unsharded_run_and_plot(tmp_path):
     merged = tmp_path / "merged.jsonl"
     res = run("eval", "--merge", "--out", str(merged), *map(str, shards))
     assert res.exit_code == 0 and "merged 32 records" in res.output, res.output
-    key = lambda d: (d["budget"], d["index"])  # noqa: E731
+    key = lambda d: (d["budget"], d["index"])
     assert [timing_free(r) for r in read_records(merged)] == sorted((timing_free(r) for r in read_records(whole)), key=key)
     bad = run(*ARITH, "--shard", "2/2")
     assert bad.exit_code == 2 and bad.output.startswith("error: shard:")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from reason.errors import ReasonError
 from rewards import verifiers
 from rewards.base import VerifyItem
 from rewards.graders import MathVerifier, extract_boxed
-from reason.errors import ReasonError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hang_helpers import hang_on_marker  # noqa: E402
+from hang_helpers import hang_on_marker
 
 DATA = Path(__file__).resolve().parents[1] / "tasks" / "data"
 

@@ -8,7 +8,16 @@ from math import comb
 import pytest
 
 from tasks.evaluation import CandidateRecord, EvalRecord
-from tasks.metrics import at_k, bootstrap_ci, breakdown, ks_up_to, pass_at_k, subsample, summarize, vote
+from tasks.metrics import (
+    at_k,
+    bootstrap_ci,
+    breakdown,
+    ks_up_to,
+    pass_at_k,
+    subsample,
+    summarize,
+    vote,
+)
 
 
 def cand(answer, correct, score=None):

@@ -6,11 +6,16 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForTokenClassification, Qwen2Config
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForTokenClassification,
+    Qwen2Config,
+)
 
 from reason.errors import ReasonError
-from reason.tree import Tree
 from reason.tiny import build_tokenizer
+from reason.tree import Tree
 from rewards.catalog import load_prm, load_value
 from rewards.prm.qwen import QWEN_MATH_SYSTEM, Qwen2ProcessRewardHead
 from rewards.scoring import NodeScorer, NodeValuer, aggregate, split_steps

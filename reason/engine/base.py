@@ -9,8 +9,9 @@ together inside ``step``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -32,7 +33,7 @@ class Sampling(BaseModel):
     seed: int | None = None
 
     @classmethod
-    def make(cls, **kwargs: Any) -> "Sampling":
+    def make(cls, **kwargs: Any) -> Sampling:
         """Validate ``kwargs`` into a :class:`Sampling`, raising a one-line :class:`ReasonError`."""
         try:
             return cls(**kwargs)
@@ -73,7 +74,7 @@ class Stop(BaseModel):
         return value
 
     @classmethod
-    def make(cls, **kwargs: Any) -> "Stop":
+    def make(cls, **kwargs: Any) -> Stop:
         """Validate ``kwargs`` into a :class:`Stop`, raising a one-line :class:`ReasonError`
         (an unknown stop kind names the field)."""
         try:

@@ -6,7 +6,8 @@ the softmax over the LM's logits of the two candidate tokens ("+", "-") at its t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -33,7 +34,7 @@ class MathShepherdPRM(TaggedPRM):
         self.bad_id = single_token_id(tokenizer, bad, "bad")
 
     @classmethod
-    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> "MathShepherdPRM":
+    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> MathShepherdPRM:
         """Load by path or hub id."""
         from transformers import AutoModelForCausalLM
 

@@ -12,15 +12,16 @@ without ``trust_remote_code``; ``trust_remote_code=True`` loads the checkpoint's
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
+from reason.errors import ReasonError
 from rewards.hf_common import load_pretrained, load_tokenizer, single_token_id
 from rewards.prm.tagged import TaggedPRM, label_probability, positions_of
-from reason.errors import ReasonError
 
 QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -87,7 +88,7 @@ class QwenMathPRM(TaggedPRM):
         device: Any = None,
         trust_remote_code: bool = False,
         **options: Any,
-    ) -> "QwenMathPRM":
+    ) -> QwenMathPRM:
         """Load by path or hub id; the built-in head unless ``trust_remote_code``."""
         tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
         if trust_remote_code:

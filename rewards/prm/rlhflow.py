@@ -8,7 +8,8 @@ positions are found from the chat template's rendering, never by searching for "
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ class RLHFlowPRM(TaggedPRM):
         self.bad_id = int(tokenizer.encode(bad, add_special_tokens=False)[-1])
 
     @classmethod
-    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> "RLHFlowPRM":
+    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> RLHFlowPRM:
         """Load by path or hub id."""
         from transformers import AutoModelForCausalLM
 

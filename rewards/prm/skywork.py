@@ -10,8 +10,9 @@ checkpoint's safetensors files (the real checkpoint keeps them beside the backbo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ class SkyworkValueHead(nn.Module):
         save_file({k: v.detach().contiguous() for k, v in head.items()}, str(Path(directory) / HEAD_FILE))
 
     @classmethod
-    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None) -> "SkyworkValueHead":
+    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None) -> SkyworkValueHead:
         """Load the backbone and the head's tensors (local directory or hub id)."""
         from transformers import AutoModelForCausalLM
 
@@ -101,7 +102,7 @@ class SkyworkPRM(TaggedPRM):
         self.step_id = int(ids[0])
 
     @classmethod
-    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> "SkyworkPRM":
+    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> SkyworkPRM:
         """Load by path or hub id."""
         return cls(SkyworkValueHead.from_pretrained(name, dtype=dtype, device=device), load_tokenizer(name), **options)
 

@@ -10,7 +10,8 @@ and an input that would lose a scored position is a one-line error.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

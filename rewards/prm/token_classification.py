@@ -7,7 +7,8 @@ probability of label 1.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -31,7 +32,7 @@ class TokenClassificationPRM(TaggedPRM):
             raise ReasonError("separator", f"{separator!r} tokenizes to nothing", "give a non-empty separator")
 
     @classmethod
-    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> "TokenClassificationPRM":
+    def from_pretrained(cls, name: str, *, dtype: Any = "auto", device: Any = None, **options: Any) -> TokenClassificationPRM:
         """Load by path or hub id."""
         from transformers import AutoModelForTokenClassification
 

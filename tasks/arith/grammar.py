@@ -32,8 +32,8 @@ class Op:
     """A binary operation; ``paren`` marks a group written in parentheses."""
 
     op: str
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     paren: bool = False
 
 

@@ -11,7 +11,7 @@ correct step, ``low`` otherwise.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from reason.errors import ReasonError
 from rewards.base import (

@@ -60,76 +60,72 @@ class Batch:
         return int(self.input_ids.numel())
 
 
-def _ancestors(parents: list[int]) -> torch.Tensor:
+def _ancestors(parents: list[int]) -> np.ndarray:
     q = len(parents)
-    anc = np.zeros((q, q), dtype=np.bool_)  # numpy: row copies are far cheaper than torch's here
+    anc = np.zeros((q, q), dtype=np.bool_)
     for i, p in enumerate(parents):
         if p >= i:
             raise ValueError("parents must point to earlier tokens")
         if p >= 0:
             anc[i] = anc[p]
         anc[i, i] = True
-    return torch.from_numpy(anc)
+    return anc
 
 
 def build_batch(rows: list[Row], dtype: torch.dtype, device: torch.device) -> Batch:
     """Pack ``rows`` into padded tensors for one forward of the model."""
+    # Assembled in numpy and converted once: per-row torch slice writes cost more than the model
+    # itself for small decode batches.
     b = len(rows)
     q_max = max(r.q for r in rows)
     c_max = max(len(r.ctx) for r in rows)
     e_max = max(len(r.extra) for r in rows)
     k_len = c_max + e_max + q_max
+    new = c_max + e_max  # first key column of the rows' own new tokens
 
-    input_ids = torch.zeros(b, q_max, dtype=torch.long)
-    position_ids = torch.zeros(b, q_max, dtype=torch.long)
-    write_idx = torch.full((b, q_max), TRASH_SLOT, dtype=torch.long)
-    read_idx = torch.full((b, k_len), TRASH_SLOT, dtype=torch.long)
-    allow = torch.zeros(b, q_max, k_len, dtype=torch.bool)
-    q_lens = torch.tensor([r.q for r in rows])
-    c_lens = torch.tensor([len(r.ctx) for r in rows])
-
-    # ctx: every real query sees the first len(ctx) keys.
-    real_q = torch.arange(q_max)[None, :] >= (q_max - q_lens)[:, None]  # [b, q_max]
-    ctx_ok = torch.arange(c_max)[None, :] < c_lens[:, None]  # [b, c_max]
-    allow[:, :, :c_max] = real_q[:, :, None] & ctx_ok[:, None, :]
+    input_ids = np.zeros((b, q_max), dtype=np.int64)
+    position_ids = np.zeros((b, q_max), dtype=np.int64)
+    write_idx = np.full((b, q_max), TRASH_SLOT, dtype=np.int64)
+    read_idx = np.full((b, k_len), TRASH_SLOT, dtype=np.int64)
+    allow = np.zeros((b, q_max, k_len), dtype=np.bool_)
     # Padding queries see only their own (trash) key, so no softmax row is empty.
-    pad_q = ~real_q
-    diag = torch.arange(q_max)
-    allow[:, diag, c_max + e_max + diag] |= pad_q
+    diag = np.arange(q_max)
+    allow[:, diag, new + diag] = True
 
     gather_rows: list[int] = []
     gather_cols: list[int] = []
-    chain_cache: dict[int, torch.Tensor] = {}
+    chain = np.tril(np.ones((q_max, q_max), dtype=np.bool_))
     for i, r in enumerate(rows):
         off = q_max - r.q
-        input_ids[i, off:] = torch.tensor(r.tokens, dtype=torch.long)
-        position_ids[i, off:] = torch.tensor(r.positions, dtype=torch.long)
-        write_idx[i, off:] = torch.tensor(r.write_slots, dtype=torch.long)
-        if r.ctx:
-            read_idx[i, : len(r.ctx)] = torch.tensor(r.ctx, dtype=torch.long)
+        input_ids[i, off:] = r.tokens
+        position_ids[i, off:] = r.positions
+        write_idx[i, off:] = r.write_slots
+        n_ctx = len(r.ctx)
+        if n_ctx:
+            read_idx[i, :n_ctx] = r.ctx
+            allow[i, off:, :n_ctx] = True  # every real query sees the whole ctx
         if r.extra:
-            read_idx[i, c_max : c_max + len(r.extra)] = torch.tensor(r.extra, dtype=torch.long)
-            allow[i, off:, c_max : c_max + len(r.extra)] = r.extra_allow
-        read_idx[i, c_max + e_max + off :] = write_idx[i, off:]
-        if r.parents is None:
-            anc = chain_cache.get(r.q)
-            if anc is None:
-                anc = chain_cache[r.q] = torch.ones(r.q, r.q, dtype=torch.bool).tril_()
-        else:
-            anc = _ancestors(r.parents)
-        allow[i, off:, c_max + e_max + off :] = anc
+            read_idx[i, c_max : c_max + len(r.extra)] = r.extra
+            allow[i, off:, c_max : c_max + len(r.extra)] = r.extra_allow.numpy()
+        read_idx[i, new + off :] = r.write_slots
+        anc = chain[: r.q, : r.q] if r.parents is None else _ancestors(r.parents)
+        allow[i, off:, new + off :] = anc
         for w in r.want:
             gather_rows.append(i)
             gather_cols.append(off + w)
 
     mask = torch.zeros(b, 1, q_max, k_len, dtype=dtype)
-    mask.masked_fill_(~allow[:, None], torch.finfo(dtype).min)
+    mask.masked_fill_(~torch.from_numpy(allow)[:, None], torch.finfo(dtype).min)
+
+    def put(a: np.ndarray | list[int]) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.int64)).to(device)
+
     return Batch(
-        input_ids=input_ids.to(device),
-        position_ids=position_ids.to(device),
+        input_ids=put(input_ids),
+        position_ids=put(position_ids),
         mask=mask.to(device),
-        write_idx=write_idx.to(device),
-        read_idx=read_idx.to(device),
-        gather_rows=torch.tensor(gather_rows, dtype=torch.long, device=device),
-        gather_cols=torch.tensor(gather_cols, dtype=torch.long, device=device),
+        write_idx=put(write_idx),
+        read_idx=put(read_idx),
+        gather_rows=put(gather_rows),
+        gather_cols=put(gather_cols),
     )

@@ -30,6 +30,7 @@ import torch
 from reason.draft import Draft, Drafter, DraftQuery, make_drafter
 from reason.engine.base import Engine, ExpandRequest, Outcome, Sampling
 from reason.engine.hf.batch import Row, build_batch
+from reason.engine.hf.draft_cost import ForwardCost
 from reason.engine.hf.kv import KVPool, NodeKV, NodeStore, PoolCache
 from reason.engine.hf.loader import load_model_and_tokenizer
 from reason.engine.hf.sampler import choose_tokens
@@ -107,6 +108,11 @@ class HFEngine(Engine):
             as without it, greedy or seeded.
         draft_tokens: most draft tokens verified per sequence per step; each sequence adapts its own
             size below this to its measured acceptance.
+        draft_threshold: accepted tokens a fed draft token must bring on average (0..1); a sequence's
+            draft is cut to its measured acceptance over this. None (default) measures it: the
+            fitted cost of one more fed token times the tokens a decode step yields per second (see
+            :mod:`reason.engine.hf.draft_cost`), so drafting backs off where the forward is
+            compute-bound. 0 sizes drafts by acceptance alone.
     """
 
     name = "hf"
@@ -125,6 +131,7 @@ class HFEngine(Engine):
         prefill_tokens_per_forward: int = 8192,
         draft: str | Drafter | None | bool = None,
         draft_tokens: int = 16,
+        draft_threshold: float | None = None,
     ) -> None:
         super().__init__()
         impl = getattr(model.config, "_attn_implementation", "sdpa")
@@ -173,6 +180,11 @@ class HFEngine(Engine):
         vocab = self.head.weight.shape[0]
         self.drafter: Drafter | None = make_drafter(draft, vocab) if isinstance(draft, str) else (draft or None)
         self.draft_tokens = draft_tokens
+        if draft_threshold is not None and not 0.0 <= draft_threshold <= 1.0:
+            raise ReasonError("draft_threshold", f"must be between 0 and 1 (got {draft_threshold})", "use 0..1 or None")
+        self.draft_threshold = draft_threshold
+        self.draft_cost = ForwardCost()
+        self._threshold = 0.0  # this step's draft threshold
         self._draft_rate = 1.0  # engine-wide moving average of accepted draft tokens per verification
 
     # -- construction -------------------------------------------------------------------------
@@ -274,17 +286,25 @@ class HFEngine(Engine):
     def step(self) -> list[Outcome]:
         started = time.perf_counter()
         self._admit()
+        if self.drafter is not None:
+            self._threshold = self.draft_cost.threshold() if self.draft_threshold is None else self.draft_threshold
         plans = self._plan()
         plans = self._secure_slots(plans)
+        planned = time.perf_counter() - started
         if plans:
             long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS]
             short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS]
             for group in self._chunk(long_rows) + ([short_rows] if short_rows else []):
+                began, made = time.perf_counter(), self.ledger.generated_tokens
                 hidden = self._forward([p.row for p in group])
                 self.ledger.forward_passes += 1
                 for tree in {p.job.tree for p in group}:
                     tree.ledger.forward_passes += 1
                 self._absorb(group, hidden)
+                if group is short_rows:
+                    fed = sum(p.row.q for p in group)
+                    spent = planned + time.perf_counter() - began
+                    self.draft_cost.record(fed, self.ledger.generated_tokens - made, spent)
         self._start_ready_jobs()
         self._finish_jobs()
         elapsed = time.perf_counter() - started
@@ -429,13 +449,16 @@ class HFEngine(Engine):
         return plans
 
     def _draft_size(self, s: _Seq) -> int:
-        """This step's draft size for ``s``: about twice what it has been accepting, at least 2,
-        and only an occasional probe once drafts stop being accepted."""
+        """This step's draft size for ``s``: about twice what it has been accepting, at least 2, cut
+        to what pays for its verification cost (its acceptance over the step's threshold), and
+        only an occasional probe once drafts stop paying."""
         if s.draft_rate is None:  # a new sequence starts from what drafts have been earning lately
             s.draft_rate = self._draft_rate
-        if s.draft_rate < 0.1:
-            return 2 if s.draft_steps % 8 == 0 else 0
         size = min(self.draft_tokens, max(2, int(2 * s.draft_rate) + 2))
+        if self._threshold > 0:
+            size = min(size, int(s.draft_rate / self._threshold))
+        if s.draft_rate < 0.1 or size < 1:
+            return 2 if s.draft_steps % 8 == 0 else 0
         stop = s.checker.stop
         left = [x for x in (stop.max_tokens, stop.segment_tokens, s.checker.room) if x is not None]
         if left:
