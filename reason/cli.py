@@ -44,7 +44,10 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that loads a policy model."""
     options = [
         click.option("--model", "-m", default="arith", show_default=True, help="'arith' (bundled), a checkpoint dir or a hub id."),
-        click.option("--engine", "backend", default="hf", show_default=True, help="Engine backend."),
+        click.option("--engine", "backend", default="hf", show_default=True,
+                     help="Engine backend: hf (in process) or openai (an OpenAI-compatible server, see --base-url)."),
+        click.option("--base-url", default=None, help="With --engine openai: the server, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--api-key", default=None, envvar="REASON_API_KEY", help="With --engine openai: the server's key [env REASON_API_KEY]."),
         click.option("--dtype", default="auto", show_default=True, help="float32, bfloat16, float16 or auto."),
         click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)."),
         click.option("--cache-tokens", type=int, default=None, help="KV cache budget in tokens (default: unbounded)."),
@@ -54,9 +57,11 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ]
 
     @wraps(fn)
-    def wrapper(*args: Any, no_draft: bool = False, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, no_draft: bool = False, base_url: str | None = None, api_key: str | None = None,
+                **kwargs: Any) -> Any:
         if no_draft:
             kwargs["draft"] = None
+        kwargs["remote"] = {"base_url": base_url, "api_key": api_key}
         return fn(*args, **kwargs)
 
     for option in reversed(options):
@@ -94,11 +99,22 @@ def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, devic
 
 
 def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None,
-                 draft: str | None = None):
-    """Resolve the model name and load the engine."""
+                 draft: str | None = None, remote: dict[str, Any] | None = None):
+    """Resolve the model name and load the engine (``remote``: ``base_url`` / ``api_key`` for the
+    ``openai`` backend, whose ``model`` only names the tokenizer)."""
     from reason.engine import load_engine
     from reason.models import resolve_model
 
+    remote = {k: v for k, v in (remote or {}).items() if v is not None}
+    if backend == "openai":
+        if "base_url" not in remote:
+            raise ReasonError("base-url", "is required with --engine openai", "pass e.g. --base-url http://127.0.0.1:8000/v1")
+        if draft is not None or cache_tokens is not None:
+            raise ReasonError("draft" if draft is not None else "cache-tokens", "applies to the in-process engine only",
+                              "set it on the server (reason serve takes it)")
+        return load_engine(resolve_model(model), backend, **remote)
+    if remote:
+        raise ReasonError(next(iter(remote)).replace("_", "-"), "applies to --engine openai only", "drop it or add --engine openai")
     options: dict[str, Any] = {"dtype": dtype, "device": device}
     if cache_tokens is not None:
         options["cache_tokens"] = cache_tokens
@@ -128,6 +144,7 @@ def generate(
     device: str | None,
     cache_tokens: int | None,
     draft: str | None,
+    remote: dict[str, Any],
     n: int,
     temperature: float,
     top_p: float,
@@ -148,7 +165,7 @@ def generate(
         raise ReasonError("-n", f"must be at least 1 (got {n})", "ask for one or more completions")
     sampling = Sampling.make(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     stop = Stop.make(strings=tuple(s.encode().decode("unicode_escape") for s in stops), max_tokens=max_tokens)
-    engine = build_engine(model, backend, dtype, device, cache_tokens, draft)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     if chat is None:
         chat = bool(getattr(getattr(engine, "tokenizer", None), "chat_template", None))
     result = run_generate(engine, [{"role": "user", "content": prompt}] if chat else prompt, n=n, sampling=sampling, stop=stop)
@@ -203,6 +220,7 @@ def solve(
     device: str | None,
     cache_tokens: int | None,
     draft: str | None,
+    remote: dict[str, Any],
     suite: str,
     prm_spec: str,
     value_spec: str | None,
@@ -228,7 +246,7 @@ def solve(
 
     domains.get(suite).make_problem(problem)  # a malformed problem fails before any model loads
     prm, value = load_scorers(prm_spec, value_spec, dtype, device)
-    engine = build_engine(model, backend, dtype, device, cache_tokens, draft)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     if select:
         extra["select"] = select
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
@@ -320,6 +338,37 @@ def score(
         return
     for key, val in out.items():
         click.echo(f"{key}: {val}")
+
+
+@main.command()
+@engine_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--served-model-name", default=None, help="The model name clients use (default: --model).")
+@click.option("--max-tree-tokens", type=int, default=2_000_000, show_default=True,
+              help="Tokens of served trees kept for prefix reuse; the least recently used trees go first.")
+@friendly
+def serve(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None, draft: str | None,
+          remote: dict[str, Any], host: str, port: int, served_model_name: str | None, max_tree_tokens: int) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (plus /v1/solve for whole searches).
+
+    --api-key (or REASON_API_KEY) makes every /v1 request need 'Authorization: Bearer KEY'. Without
+    --cache-tokens the KV cache is bounded to 65536 tokens."""
+    import uvicorn
+
+    from reason.serve import create_app
+
+    if backend != "hf":
+        raise ReasonError("engine", f"reason serve runs the in-process engine (got {backend!r})", "use --engine hf")
+    if remote.get("base_url"):
+        raise ReasonError("base-url", "is for clients", "drop it; use --host/--port to choose where to listen")
+    if not 0 < port < 65536:
+        raise ReasonError("port", f"must be 1..65535 (got {port})", "pick a free port")
+    engine = build_engine(model, backend, dtype, device, cache_tokens or 65536, draft)
+    app = create_app(engine, model_name=served_model_name or model, api_key=remote.get("api_key"),
+                     max_tree_tokens=max_tree_tokens)
+    click.echo(f"serving {served_model_name or model} on http://{host}:{port}/v1", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @main.command("tiny-model")

@@ -51,7 +51,7 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @click.option("--merge", is_flag=True, help="Join the shard files given as arguments into --out, then summarise.")
 @friendly
 def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budgets: str, model: str, backend: str,
-                 dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, prm_spec: str | None, value_spec: str | None,
+                 dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any], prm_spec: str | None, value_spec: str | None,
                  seed: int, temperature: float, max_tokens: int, options: tuple[str, ...], limit: int | None,
                  levels: str | None, subjects: str | None, data: str | None, hub: bool, prompt_template: str | None,
                  shard: str | None, out: str | None, batch_size: int, merge: bool) -> None:
@@ -103,7 +103,7 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
 
         read_records(out, config.digest())  # refuse another config's file before loading models
     prm, value = load_scorers(prm_spec, value_spec, dtype, device)
-    engine = build_engine(model, backend, dtype, device, cache_tokens, draft)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     from rewards import verifiers
 
     prompts = suite_prompts(engine, list(problems), name, prompt_template)

@@ -18,9 +18,17 @@ def _hf(model: str, **options: Any) -> Engine:
     return HFEngine.from_pretrained(model, **options)
 
 
+@backends.register("openai")
+def _openai(model: str, **options: Any) -> Engine:
+    from reason.engine.remote import OpenAIEngine
+
+    return OpenAIEngine.from_pretrained(model, **options)
+
+
 def load_engine(model: str, backend: str = "hf", **options: Any) -> Engine:
-    """Build an engine: ``backend`` names the implementation (``hf``), ``model`` a local checkpoint
-    directory or hub id, and ``options`` go to the backend (dtype, device, cache budget, ...)."""
+    """Build an engine: ``backend`` names the implementation (``hf``, ``openai``), ``model`` a local
+    checkpoint directory or hub id (for ``openai``: whose tokenizer to use), and ``options`` go to the
+    backend (dtype, device, cache budget, ...; ``base_url``, ``api_key`` for ``openai``)."""
     return backends.get(backend)(model, **options)
 
 

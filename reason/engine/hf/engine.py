@@ -35,6 +35,7 @@ from reason.engine.hf.kv import KVPool, NodeKV, NodeStore, PoolCache
 from reason.engine.hf.loader import load_model_and_tokenizer
 from reason.engine.hf.sampler import choose_tokens
 from reason.engine.stops import StopChecker
+from reason.engine.text import decode, tokenize_prompt
 from reason.errors import ReasonError
 from reason.seeding import derive_seed, fresh_seed, uniform
 from reason.tree import Node, Tree
@@ -228,26 +229,10 @@ class HFEngine(Engine):
     # -- text -----------------------------------------------------------------------------------
 
     def tokenize_prompt(self, prompt: str | Sequence[dict[str, str]] | Sequence[int]) -> tuple[list[int], str]:
-        if isinstance(prompt, str):
-            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-            return list(ids), prompt
-        items = list(prompt)
-        if all(isinstance(t, int) for t in items):
-            vocab = self.head.weight.shape[0]
-            bad = [t for t in items if t < 0 or t >= vocab]
-            if bad:
-                raise ReasonError("prompt", f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})", "check the ids")
-            return items, self.decode(items)
-        if all(isinstance(m, dict) and "role" in m and "content" in m for m in items):
-            if not getattr(self.tokenizer, "chat_template", None):
-                raise ReasonError("prompt", "chat messages given but the tokenizer has no chat template", "pass plain text")
-            text = self.tokenizer.apply_chat_template(items, add_generation_prompt=True, tokenize=False)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            return list(ids), text
-        raise ReasonError("prompt", "must be text, a list of {role, content} messages or token ids", "fix its type")
+        return tokenize_prompt(self.tokenizer, prompt, self.head.weight.shape[0])
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False)
+        return decode(self.tokenizer, token_ids)
 
     # -- requests -------------------------------------------------------------------------------
 
