@@ -184,7 +184,7 @@ class OpenAIEngine(Engine):
             try:
                 children = self._children(call, fut.result())
                 out.append(Outcome(call.ticket, children))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- the error belongs to this request alone
                 out.append(Outcome(call.ticket, [], exc))
         self.ledger.wall_seconds += time.perf_counter() - started
         return out

@@ -60,7 +60,7 @@ class EngineWorker:
             self.requests += 1
             try:
                 ticket = self.engine.submit(item)
-            except Exception as exc:  # a bad request fails alone
+            except Exception as exc:  # noqa: BLE001 -- a bad request fails alone
                 self.completed += 1
                 fut.set_exception(exc)
                 return
@@ -68,7 +68,7 @@ class EngineWorker:
             return
         try:
             fut.set_result(item())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- handed to the caller
             fut.set_exception(exc)
 
     def _loop(self) -> None:
@@ -84,7 +84,7 @@ class EngineWorker:
                 continue
             try:
                 outcomes = self.engine.step()
-            except Exception as exc:  # the engine broke: fail everything in flight, keep serving
+            except Exception as exc:  # noqa: BLE001 -- the engine broke: fail what is in flight, keep serving
                 for fut in self._pending.values():
                     fut.set_exception(exc)
                 self.completed += len(self._pending)
