@@ -179,6 +179,9 @@ class Runner:
             for t in tasks:
                 if not t.done():
                     t.cancel()
+        for t in tasks:  # retrieve every failure, so none is logged as "never retrieved" below
+            if t.done() and not t.cancelled():
+                t.exception()
         results: list[Any] = []
         for t in tasks:
             if t.cancelled():

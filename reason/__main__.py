@@ -1,0 +1,5 @@
+"""``python -m reason``: the same as the ``reason`` command."""
+
+from reason.cli import main
+
+main()
