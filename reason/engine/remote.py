@@ -85,6 +85,7 @@ class OpenAIEngine(Engine):
         self.max_context = int(max_context)
         self._tickets = 0
         self._pending: dict[Future, _Call] = {}
+        self.requests = 0  # completion requests sent
 
     @classmethod
     def from_pretrained(cls, model: str, *, base_url: str, served_model: str | None = None,
@@ -165,6 +166,7 @@ class OpenAIEngine(Engine):
             raise ReasonError("node", f"its path already fills the model's context ({self.max_context} tokens)",
                               "expand a shorter path")
         self._tickets += 1
+        self.requests += 1
         call = _Call(self._tickets, request, ids, request.tree.reserve_ids(request.n))
         fut = self._pool.submit(self._call, "POST", "/completions", self._payload(request, ids))
         self._pending[fut] = call

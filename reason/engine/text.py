@@ -17,10 +17,7 @@ def tokenize_prompt(tokenizer: Any, prompt: str | Sequence[dict[str, str]] | Seq
         return list(ids), prompt
     items = list(prompt)
     if all(isinstance(t, int) for t in items):
-        bad = [t for t in items if t < 0 or (vocab_size is not None and t >= vocab_size)]
-        if bad:
-            top = f"0..{vocab_size - 1}" if vocab_size is not None else "non-negative"
-            raise ReasonError("prompt", f"token id {bad[0]} is outside the vocabulary ({top})", "check the ids")
+        check_token_ids(items, vocab_size)
         return items, decode(tokenizer, items)
     if all(isinstance(m, dict) and "role" in m and "content" in m for m in items):
         if not getattr(tokenizer, "chat_template", None):
@@ -29,6 +26,14 @@ def tokenize_prompt(tokenizer: Any, prompt: str | Sequence[dict[str, str]] | Seq
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return list(ids), text
     raise ReasonError("prompt", "must be text, a list of {role, content} messages or token ids", "fix its type")
+
+
+def check_token_ids(ids: Sequence[int], vocab_size: int | None, field: str = "prompt") -> None:
+    """A one-line error for an id outside ``0..vocab_size-1``."""
+    bad = [t for t in ids if t < 0 or (vocab_size is not None and t >= vocab_size)]
+    if bad:
+        top = f"0..{vocab_size - 1}" if vocab_size is not None else "non-negative"
+        raise ReasonError(field, f"token id {bad[0]} is outside the vocabulary ({top})", "check the ids")
 
 
 def decode(tokenizer: Any, token_ids: Sequence[int]) -> str:

@@ -25,11 +25,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from reason.engine.base import Engine, ExpandRequest, Sampling, Stop
+from reason.engine.text import check_token_ids
 from reason.errors import ReasonError
 from reason.serve.prompts import PromptIndex
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
 from reason.serve.worker import EngineWorker, WorkerEngine
-from reason.tree import Node
+from reason.tree import Node, Tree
 
 
 def _error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> JSONResponse:
@@ -62,17 +63,44 @@ class Server:
         self.prompt_tokens = 0  # prompt tokens received over all completion requests
         self.ids = itertools.count(1)
         self._scorers: dict[tuple[str, str], Any] = {}
+        self._pieces: dict[int, str] = {}
+        tokenizer = getattr(engine, "tokenizer", None)
+        self.vocab_size = len(tokenizer) if tokenizer is not None else None
+
+    def encode(self, prompt: Any) -> list[int]:
+        """Token ids of one prompt; ids are checked, not decoded (clients send whole paths)."""
+        if isinstance(prompt, list):
+            check_token_ids(prompt, self.vocab_size)
+            return prompt
+        return self.engine.tokenize_prompt(prompt)[0]
+
+    def pieces(self, token_ids: list[int]) -> list[str]:
+        """Each token's text on its own (memoised: logprob listings decode every token)."""
+        out = []
+        for t in token_ids:
+            piece = self._pieces.get(t)
+            if piece is None:
+                piece = self._pieces[t] = self.engine.decode([t])
+            out.append(piece)
+        return out
 
     async def expand(self, ids: list[int], n: int, stop: Stop, sampling: Sampling) -> list[Node]:
         self.prompt_tokens += len(ids)
-        tree, node = await asyncio.wrap_future(self.worker.call(lambda: self.index.locate(ids)))
+        placed: list[Tree] = []
+
+        def build() -> ExpandRequest:  # in the worker thread, which alone touches the trees
+            tree, node = self.index.locate(ids)
+            placed.append(tree)
+            return ExpandRequest(tree, node, n, stop, sampling)
+
         added = 0
         try:
-            children = await asyncio.wrap_future(self.worker.submit(ExpandRequest(tree, node, n, stop, sampling)))
+            children = await asyncio.wrap_future(self.worker.submit(build))
             added = sum(len(c.token_ids) for c in children)
             return children
         finally:
-            self.worker.call(lambda: self.index.done(tree, added))
+            if placed:
+                self.worker.call(lambda: self.index.done(placed[0], added))
 
     def check_room(self, n_prompt: int, max_tokens: int | None, field: str) -> int | None:
         """``max_tokens`` bounded by the context; a 400 when the prompt or the request does not fit."""
@@ -164,12 +192,12 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                 "trees": len(server.index), "tree_tokens": server.index.tokens}
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> dict[str, Any]:
+    async def completions(body: CompletionRequest) -> JSONResponse:
         raw = body.prompt
         prompts = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
         if not prompts:
             raise ReasonError("prompt", "is empty", "give text or token ids")
-        encoded = [engine.tokenize_prompt(p)[0] for p in prompts]
+        encoded = [server.encode(p) for p in prompts]
         for ids in encoded:
             if not ids:
                 raise ReasonError("prompt", "is empty", "give text or token ids")
@@ -183,7 +211,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                 choice: dict[str, Any] = {"index": p * body.n + j, "text": text, "finish_reason": finish,
                                           "stop_reason": reason, "token_ids": node.token_ids, "logprobs": None}
                 if body.logprobs is not None:
-                    pieces = [engine.decode([t]) for t in node.token_ids]
+                    pieces = server.pieces(node.token_ids)
                     offsets = list(itertools.accumulate([0] + [len(x) for x in pieces[:-1]]))
                     choice["logprobs"] = {
                         "tokens": pieces, "token_logprobs": node.logprobs, "text_offset": offsets,
@@ -192,12 +220,12 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                 choices.append(choice)
         n_out = sum(len(c["token_ids"]) for c in choices)
         n_in = sum(len(ids) for ids in encoded)
-        return {"id": f"cmpl-{next(server.ids)}", "object": "text_completion", "created": int(time.time()),
-                "model": model_name, "choices": choices,
-                "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
+        return JSONResponse({"id": f"cmpl-{next(server.ids)}", "object": "text_completion", "created": int(time.time()),
+                             "model": model_name, "choices": choices,
+                             "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}})
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> dict[str, Any]:
+    async def chat(body: ChatRequest) -> JSONResponse:
         ids, _ = engine.tokenize_prompt([m.model_dump() for m in body.messages])
         field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         max_tokens = server.check_room(len(ids), body.max_completion_tokens or body.max_tokens, field)
@@ -208,14 +236,15 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
             finish, text, reason = _finish(node, body)
             logprobs = None
             if body.logprobs:
-                logprobs = {"content": [{"token": engine.decode([t]), "logprob": lp, "top_logprobs": []}
-                                        for t, lp in zip(node.token_ids, node.logprobs)]}
+                logprobs = {"content": [{"token": piece, "logprob": lp, "top_logprobs": []}
+                                        for piece, lp in zip(server.pieces(node.token_ids), node.logprobs)]}
             choices.append({"index": j, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
                             "stop_reason": reason, "token_ids": node.token_ids, "logprobs": logprobs})
         n_out = sum(len(c["token_ids"]) for c in choices)
-        return {"id": f"chatcmpl-{next(server.ids)}", "object": "chat.completion", "created": int(time.time()),
-                "model": model_name, "choices": choices,
-                "usage": {"prompt_tokens": len(ids), "completion_tokens": n_out, "total_tokens": len(ids) + n_out}}
+        return JSONResponse({"id": f"chatcmpl-{next(server.ids)}", "object": "chat.completion", "created": int(time.time()),
+                             "model": model_name, "choices": choices,
+                             "usage": {"prompt_tokens": len(ids), "completion_tokens": n_out,
+                                       "total_tokens": len(ids) + n_out}})
 
     @app.post("/v1/solve")
     async def solve(body: SolveRequest) -> dict[str, Any]:

@@ -23,6 +23,11 @@ from reason.tree import Tree
 T = TypeVar("T")
 
 
+class _Build:
+    def __init__(self, build: Callable[[], ExpandRequest]) -> None:
+        self.build = build
+
+
 class EngineWorker:
     """Runs ``engine`` in a thread of its own (see the module docstring)."""
 
@@ -36,10 +41,11 @@ class EngineWorker:
         self.completed = 0  # expansion requests answered (children or error)
         self._thread.start()
 
-    def submit(self, request: ExpandRequest) -> Future[list[Any]]:
-        """Queue ``request``; the future resolves to its children (or raises its error)."""
+    def submit(self, request: ExpandRequest | Callable[[], ExpandRequest]) -> Future[list[Any]]:
+        """Queue ``request`` (or a function the worker calls to build it, for requests on trees only
+        the worker may touch); the future resolves to its children (or raises its error)."""
         fut: Future = Future()
-        self._inbox.put((request, fut))
+        self._inbox.put((_Build(request) if callable(request) else request, fut))
         return fut
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
@@ -56,10 +62,10 @@ class EngineWorker:
     def _take(self, item: Any, fut: Future) -> None:
         if item is None:
             return
-        if isinstance(item, ExpandRequest):
+        if isinstance(item, (ExpandRequest, _Build)):
             self.requests += 1
             try:
-                ticket = self.engine.submit(item)
+                ticket = self.engine.submit(item.build() if isinstance(item, _Build) else item)
             except Exception as exc:  # noqa: BLE001 -- a bad request fails alone
                 self.completed += 1
                 fut.set_exception(exc)
