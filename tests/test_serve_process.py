@@ -71,7 +71,7 @@ def test_kill_server_mid_eval_then_resume(tmp_path):
 
     server = start_server(port)
     try:
-        done = subprocess.run(eval_cmd(port, out), capture_output=True, timeout=600)
+        done = subprocess.run(eval_cmd(port, out), capture_output=True, timeout=600, check=False)
         assert done.returncode == 0, done.stderr.decode()
     finally:
         server.send_signal(signal.SIGTERM)

@@ -37,8 +37,8 @@ class ServerThread:
         self._server.should_exit = True
         self._thread.join(timeout=30)
 
-    def __enter__(self) -> ServerThread:
+    def __enter__(self) -> ServerThread:  # noqa: PYI034 -- not subclassed
         return self.start()
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
