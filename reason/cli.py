@@ -354,9 +354,12 @@ def serve(model: str, backend: str, dtype: str, device: str | None, cache_tokens
 
     --api-key (or REASON_API_KEY) makes every /v1 request need 'Authorization: Bearer KEY'. Without
     --cache-tokens the KV cache is bounded to 65536 tokens."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from reason.serve import create_app
+        from reason.serve import create_app
+    except ImportError:
+        raise ReasonError("serve", "needs fastapi and uvicorn", "pip install 'reason[serve]'") from None
 
     if backend != "hf":
         raise ReasonError("engine", f"reason serve runs the in-process engine (got {backend!r})", "use --engine hf")

@@ -57,7 +57,8 @@ def test_openai_backend_grows_the_same_trees_as_in_process(server, local, temper
     assert client.model == "arith" and client.max_context == local.max_context
     questions = [p.question for p in generate(3, 20, seed=11)]
     before = ledger(server)
-    for strategy, options in (("best_of_n", {"select": "majority"}), ("particle", {"prm": load_prm("arith")})):
+    for strategy, options in (("best_of_n", {"select": "majority"}), ("particle", {"prm": load_prm("arith")}),
+                              ("first_finish", {})):
         ref = solve_many(local, questions, strategy=strategy, budget=16, seed=4, temperature=temperature, **options)
         got = solve_many(client, questions, strategy=strategy, budget=16, seed=4, temperature=temperature, **options)
         assert [tree_snapshot(r) for r in got] == [tree_snapshot(r) for r in ref], strategy

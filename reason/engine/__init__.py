@@ -25,8 +25,15 @@ def _openai(model: str, **options: Any) -> Engine:
     return OpenAIEngine.from_pretrained(model, **options)
 
 
+@backends.register("vllm")
+def _vllm(model: str, **options: Any) -> Engine:
+    from reason.engine.vllm import VLLMEngine
+
+    return VLLMEngine.from_pretrained(model, **options)
+
+
 def load_engine(model: str, backend: str = "hf", **options: Any) -> Engine:
-    """Build an engine: ``backend`` names the implementation (``hf``, ``openai``), ``model`` a local
+    """Build an engine: ``backend`` names the implementation (``hf``, ``openai``, ``vllm``), ``model`` a local
     checkpoint directory or hub id (for ``openai``: whose tokenizer to use), and ``options`` go to the
     backend (dtype, device, cache budget, ...; ``base_url``, ``api_key`` for ``openai``)."""
     return backends.get(backend)(model, **options)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reason.engine.base import Engine, ExpandRequest, Outcome
+from reason.engine.outputs import Sampled, add_children, finish_reason, max_new_tokens
 from reason.engine.text import decode, tokenize_prompt
 from reason.errors import ReasonError
 from reason.tree import Node
@@ -55,7 +56,10 @@ class OpenAIEngine(Engine):
     def __init__(self, base_url: str, tokenizer: Any, *, model: str | None = None, api_key: str | None = None,
                  max_context: int | None = None, max_concurrency: int = 64, timeout: float = 300.0,
                  retries: int = 4, backoff: float = 0.5) -> None:
-        import httpx
+        try:
+            import httpx
+        except ImportError:
+            raise ReasonError("engine", "the openai backend needs httpx", "pip install 'reason[openai]'") from None
 
         super().__init__()
         if not base_url.startswith(("http://", "https://")):
@@ -138,11 +142,9 @@ class OpenAIEngine(Engine):
 
     def _payload(self, request: ExpandRequest, ids: list[int]) -> dict[str, Any]:
         stop, sampling = request.stop, request.sampling
-        room = self.max_context - len(ids)
-        caps = [x for x in (stop.max_tokens, stop.segment_tokens) if x is not None]
         body: dict[str, Any] = {
             "model": self.model, "prompt": ids, "n": request.n, "temperature": sampling.temperature,
-            "top_p": sampling.top_p, "max_tokens": min([room, *caps]), "logprobs": 0,
+            "top_p": sampling.top_p, "max_tokens": max_new_tokens(stop, self.max_context - len(ids)), "logprobs": 0,
             "return_token_ids": True, "include_stop_str_in_output": True,
         }
         if sampling.top_k:
@@ -192,32 +194,14 @@ class OpenAIEngine(Engine):
         return out
 
     def _children(self, call: _Call, response: dict[str, Any]) -> list[Node]:
-        request, tree = call.request, call.request.tree
-        choices = sorted(response.get("choices", []), key=lambda c: c.get("index", 0))
-        if len(choices) != request.n:
-            raise ReasonError("server", f"answered {len(choices)} choices for n={request.n}", "check the server's n support")
-        got = []
-        for c in choices:
+        stop = call.request.stop
+        outputs = []
+        for c in sorted(response.get("choices", []), key=lambda c: c.get("index", 0)):
             ids = _token_ids(c)
-            lps = (c.get("logprobs") or {}).get("token_logprobs")
-            if lps is None or len(lps) != len(ids):
-                raise ReasonError("server", "returned no per-token logprobs", "use a server that supports logprobs")
-            got.append((ids, [float(x) for x in lps], _finish_reason(c, request, len(ids))))
-        if request.first is not None:  # the children that would finish first when decoded in lockstep
-            cut = sorted(len(ids) for ids, _, _ in got)[request.first - 1]
-            keep = [i for i, (ids, _, _) in enumerate(got) if len(ids) <= cut]
-        else:
-            keep = list(range(len(got)))
-        children = []
-        if request.node not in tree:
-            raise ReasonError("node", "was pruned while it was being expanded", "do not prune pending nodes")
-        for i in keep:
-            ids, lps, finish = got[i]
-            text = self.decode(ids[:-1] if finish == "eos" else ids)
-            children.append(tree.add_child(request.node, ids, text, lps, finish, call.node_ids[i]))
-            tree.ledger.generated_tokens += len(ids)
-            self.ledger.generated_tokens += len(ids)
-        return children
+            lps = (c.get("logprobs") or {}).get("token_logprobs") or []
+            outputs.append(Sampled(ids, [float(x) for x in lps],
+                                   finish_reason(c.get("finish_reason"), c.get("stop_reason"), stop, len(ids))))
+        return add_children(self, call.request, call.node_ids, outputs)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -233,15 +217,6 @@ def _token_ids(choice: dict[str, Any]) -> list[int]:
         return [int(t.split(":", 1)[1]) for t in tokens]
     raise ReasonError("server", "returned no token ids",
                       "use a server that supports return_token_ids (vLLM >= 0.10.2, reason serve)")
-
-
-def _finish_reason(choice: dict[str, Any], request: ExpandRequest, n_tokens: int) -> str:
-    finish = choice.get("finish_reason")
-    if finish == "stop":
-        return "eos" if choice.get("stop_reason") is None else "stop"
-    if request.stop.segment_tokens is not None and n_tokens == request.stop.segment_tokens:
-        return "segment"
-    return "length"
 
 
 def _message(response: Any) -> str:
