@@ -82,6 +82,7 @@ def main() -> None:
         one_by_one = [search(i) for i in range(args.clients)]
         wall_seq = time.perf_counter() - start
         mem_seq = rss_mb(server.pid)
+        mid = httpx.get(url + "/ledger").json()
 
         together: dict[int, list] = {}
         errors: list[BaseException] = []
@@ -110,14 +111,16 @@ def main() -> None:
         reuse = led["prompt_tokens_reused"] / max(1, led["prompt_tokens_received"])
         print(f"### serve: {args.clients} clients, particle filtering at budget {args.budget} on one arith problem "
               f"each, one `reason serve` process (CPU)\n")
-        print("| run | wall s | searches / s | server RSS MB |")
-        print("| --- | --- | --- | --- |")
-        print(f"| one client at a time | {wall_seq:.1f} | {args.clients / wall_seq:.2f} | {mem_seq:.0f} |")
-        print(f"| {args.clients} clients at once | {wall_conc:.1f} | {args.clients / wall_conc:.2f} | {mem_conc:.0f} |")
+        fwd = [mid["engine"]["forward_passes"] - base["engine"]["forward_passes"],
+               led["engine"]["forward_passes"] - mid["engine"]["forward_passes"]]
+        print("| run | wall s | searches / s | server forwards | server RSS MB |")
+        print("| --- | --- | --- | --- | --- |")
+        print(f"| one client at a time | {wall_seq:.1f} | {args.clients / wall_seq:.2f} | {fwd[0]} | {mem_seq:.0f} |")
+        print(f"| {args.clients} clients at once | {wall_conc:.1f} | {args.clients / wall_conc:.2f} | {fwd[1]} | "
+              f"{mem_conc:.0f} |")
         print(f"\nthroughput ratio {wall_seq / wall_conc:.2f}x; errors {len(errors)}; requests sent {sent[0]}, "
               f"answered {answered}; same tree in both runs {same}/{args.clients}; prompt tokens found cached "
-              f"{reuse:.1%}; engine forwards {led['engine']['forward_passes'] - base['engine']['forward_passes']}; "
-              f"CPU seconds while all ran at once: server {cpu_server:.1f}, clients {cpu_client:.1f} "
+              f"{reuse:.1%}; CPU seconds while all ran at once: server {cpu_server:.1f}, clients {cpu_client:.1f} "
               f"({os.cpu_count()} cores)")
     finally:
         server.terminate()

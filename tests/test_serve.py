@@ -214,3 +214,8 @@ def test_cli_engine_openai_and_serve_errors(server):
     assert r.exit_code == 2 and "applies to --engine openai only" in r.output
     r = CliRunner().invoke(main, ["serve", "--port", "0"])
     assert r.exit_code == 2 and "port" in r.output
+
+
+def test_serve_binds_to_localhost_by_default():
+    host = next(p for p in main.commands["serve"].params if p.name == "host")
+    assert host.default == "127.0.0.1"

@@ -1,13 +1,15 @@
 """Is drafting worth its cost? Measured acceptance against measured step cost.
 
-Feeding draft tokens costs step time whether or not they are accepted; a sequence's draft pays when
-the tokens it gets accepted, each worth the time a generated token costs, exceed the time its tokens
-add. :class:`ForwardCost` measures the right-hand side while the engine runs: it fits a decode
-step's time (drafting, forward, verification) as ``a + b * tokens fed`` by exponentially weighted
-least squares and tracks the tokens a step yields per second. Their product, :meth:`ForwardCost.threshold`,
-is the least number of accepted tokens a fed draft token must bring: near zero where a forward
-costs the same for one token or twenty (a GPU at small batch), near one where the forward is
-compute-bound (a CPU with many sequences), where drafting then switches itself off.
+A sequence's draft costs step time whether or not it is accepted: the drafter's own work for that
+sequence (proposing, bookkeeping) plus the forward time of every fed draft token. It pays when the
+tokens it gets accepted, each worth the time a generated token costs, exceed that.
+:class:`ForwardCost` measures the cost side while the engine runs: it fits a decode step's time as
+``a + b * tokens fed`` by exponentially weighted least squares, times the drafting work per drafted
+sequence directly, and tracks the tokens a step yields per second. In tokens:
+:meth:`ForwardCost.threshold` is what one fed draft token must bring (near zero where a forward costs
+the same for one token or twenty, as on a GPU at small batch; near one where the forward is
+compute-bound, as on a CPU with many sequences) and :meth:`ForwardCost.overhead` what drafting a
+sequence at all must bring. Drafting then switches itself off where it cannot pay.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ForwardCost:
         self.warmup = warmup
         self.n = 0
         self._w = self._t = self._y = self._x = self._xx = self._xt = 0.0
+        self._draft_seconds = self._drafted = 0.0
 
     def record(self, tokens_fed: int, tokens_yielded: int, seconds: float) -> None:
         d = self.decay
@@ -37,6 +40,12 @@ class ForwardCost:
         self._xx = d * self._xx + x * x
         self._xt = d * self._xt + x * seconds
 
+    def record_drafting(self, seconds: float, sequences: int) -> None:
+        """Time spent drafting for (proposing, verifying the drafts of) ``sequences`` sequences."""
+        d = self.decay
+        self._draft_seconds = d * self._draft_seconds + seconds
+        self._drafted = d * self._drafted + sequences
+
     def per_token(self) -> float | None:
         """Fitted seconds per fed token ``b``, or None while it cannot be told from fixed cost."""
         if self.n < self.warmup or self._x <= 0:
@@ -48,9 +57,23 @@ class ForwardCost:
         slope = (self._xt / self._w - mx * mt) / var
         return min(max(slope, 0.0), mt / mx)  # between free and "all of it is per token"
 
+    def fixed_in_tokens(self) -> float | None:
+        """A forward's fixed cost ``a`` in fed tokens' worth (``a / b``), or None until measurable."""
+        b = self.per_token()
+        if not b:
+            return None
+        a = self._t / self._w - b * self._x / self._w
+        return max(a, 0.0) / b
+
     def threshold(self) -> float:
-        """Least acceptance probability that pays for a draft token's verification."""
+        """Accepted tokens that pay for one fed draft token (0 until measurable)."""
         b = self.per_token()
         if b is None or self._t <= 0:
             return 0.0
         return b * self._y / self._t
+
+    def overhead(self) -> float:
+        """Accepted tokens that pay for drafting one sequence at all (0 until measured)."""
+        if self.n < self.warmup or self._drafted <= 0 or self._t <= 0:
+            return 0.0
+        return self._draft_seconds / self._drafted * self._y / self._t

@@ -185,7 +185,9 @@ class HFEngine(Engine):
             raise ReasonError("draft_threshold", f"must be between 0 and 1 (got {draft_threshold})", "use 0..1 or None")
         self.draft_threshold = draft_threshold
         self.draft_cost = ForwardCost()
-        self._threshold = 0.0  # this step's draft threshold
+        self._threshold = 0.0  # this step's accepted tokens a fed draft token must bring
+        self._overhead = 0.0  # this step's accepted tokens drafting a sequence must bring
+        self._draft_seconds = 0.0  # drafting work timed during this step
         self._draft_rate = 1.0  # engine-wide moving average of accepted draft tokens per verification
 
     # -- construction -------------------------------------------------------------------------
@@ -272,24 +274,29 @@ class HFEngine(Engine):
         started = time.perf_counter()
         self._admit()
         if self.drafter is not None:
-            self._threshold = self.draft_cost.threshold() if self.draft_threshold is None else self.draft_threshold
+            measured = self.draft_threshold is None
+            self._threshold = self.draft_cost.threshold() if measured else self.draft_threshold
+            self._overhead = self.draft_cost.overhead() if measured else 0.0
+            self._draft_seconds = 0.0
         plans = self._plan()
         plans = self._secure_slots(plans)
-        planned = time.perf_counter() - started
         if plans:
             long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS]
             short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS]
-            for group in self._chunk(long_rows) + ([short_rows] if short_rows else []):
+            decode_groups = self._group_decode(short_rows)
+            for group in self._chunk(long_rows) + decode_groups:
                 began, made = time.perf_counter(), self.ledger.generated_tokens
                 hidden = self._forward([p.row for p in group])
                 self.ledger.forward_passes += 1
                 for tree in {p.job.tree for p in group}:
                     tree.ledger.forward_passes += 1
                 self._absorb(group, hidden)
-                if group is short_rows:
-                    fed = sum(p.row.q for p in group)
-                    spent = planned + time.perf_counter() - began
-                    self.draft_cost.record(fed, self.ledger.generated_tokens - made, spent)
+                if any(group is g for g in decode_groups):
+                    padded = len(group) * max(p.row.q for p in group)
+                    self.draft_cost.record(padded, self.ledger.generated_tokens - made, time.perf_counter() - began)
+            drafted = sum(1 for p in short_rows if p.draft is not None)
+            if drafted:
+                self.draft_cost.record_drafting(self._draft_seconds, drafted)
         self._start_ready_jobs()
         self._finish_jobs()
         elapsed = time.perf_counter() - started
@@ -308,6 +315,26 @@ class HFEngine(Engine):
                     continue
             groups.append([p])
         return groups
+
+    def _group_decode(self, plans: list[_Plan]) -> list[list[_Plan]]:
+        """Split decode rows into forwards so that padding every row to its forward's longest does
+        not cost more than another forward would: rows sorted by length, cut where the measured
+        fixed cost of a forward (in tokens) is below the padding it saves."""
+        if len({p.row.q for p in plans}) <= 1:
+            return [plans] if plans else []
+        fixed = self.draft_cost.fixed_in_tokens()
+        fixed = 64.0 if fixed is None else fixed
+        lengths = sorted({p.row.q for p in plans})
+        counts = [sum(1 for p in plans if p.row.q == q) for q in lengths]
+        best = [0.0] * (len(lengths) + 1)  # best[j]: cost of forwards covering lengths[:j]
+        cut = [0] * (len(lengths) + 1)
+        for j in range(1, len(lengths) + 1):
+            best[j], cut[j] = min((best[i] + fixed + lengths[j - 1] * sum(counts[i:j]), i) for i in range(j))
+        bounds, j = [], len(lengths)
+        while j:
+            bounds.append((lengths[cut[j]], lengths[j - 1]))
+            j = cut[j]
+        return [[p for p in plans if lo <= p.row.q <= hi] for lo, hi in reversed(bounds)]
 
     def _admit(self) -> None:
         running = sum(len(j.live()) for j in self._running)
@@ -395,10 +422,15 @@ class HFEngine(Engine):
         plans: list[_Plan] = []
         packable = [s for s in live if len(s.tokens) - len(s.slots) == 1]
         if self.drafter is not None:
+            plain = []
             for s in packable:
-                plans.append(self._draft_plan(job, s, ctx, base))
-            live = [s for s in live if s not in packable]
-            packable = []
+                size = self._draft_size(s)
+                if size > 0:
+                    plans.append(self._draft_plan(job, s, ctx, base, size))
+                else:
+                    plain.append(s)
+            live = [s for s in live if s not in packable or s in plain]
+            packable = plain
         if self.pack_siblings and len(packable) > 1:
             extra: list[int] = []
             spans: list[tuple[int, int]] = []
@@ -434,30 +466,34 @@ class HFEngine(Engine):
         return plans
 
     def _draft_size(self, s: _Seq) -> int:
-        """This step's draft size for ``s``: about twice what it has been accepting, at least 2, cut
-        to what pays for its verification cost (its acceptance over the step's threshold), and
-        only an occasional probe once drafts stop paying."""
+        """This step's draft size for ``s`` (0: decode it plainly): about twice what it has been
+        accepting, at least 2, cut to what pays for its cost (its acceptance, less the drafting
+        overhead, over what each fed token must bring), with an occasional full-size probe while
+        drafts do not pay, so a change in acceptance is noticed."""
         if s.draft_rate is None:  # a new sequence starts from what drafts have been earning lately
             s.draft_rate = self._draft_rate
-        size = min(self.draft_tokens, max(2, int(2 * s.draft_rate) + 2))
+        s.draft_steps += 1
+        rate = s.draft_rate
+        full = min(self.draft_tokens, max(2, int(2 * rate) + 2))
+        size = full
         if self._threshold > 0:
-            size = min(size, int(s.draft_rate / self._threshold))
-        if s.draft_rate < 0.1 or size < 1:
-            return 2 if s.draft_steps % 8 == 0 else 0
+            size = min(size, int((rate - self._overhead) / self._threshold))
+        if rate < 0.1 or size < 1 or rate <= self._overhead:
+            size = full if s.draft_steps % 16 == 1 else 0
         stop = s.checker.stop
         left = [x for x in (stop.max_tokens, stop.segment_tokens, s.checker.room) if x is not None]
         if left:
             size = min(size, max(0, min(left) - len(s.tokens) - 1))
         return size
 
-    def _draft_plan(self, job: _Job, s: _Seq, ctx: list[int], base: int) -> _Plan:
+    def _draft_plan(self, job: _Job, s: _Seq, ctx: list[int], base: int, size: int) -> _Plan:
         assert self.drafter is not None
+        began = time.perf_counter()
         if not job.path_ids:
             job.path_ids = [t for n in job.path for t in n.token_ids]
-        size = self._draft_size(s)
         query = DraftQuery(job.tree, job.request.node, job.path_ids, s.tokens, s,
-                           [(o, o.tokens) for o in job.live() if o is not s] if size > 0 else [])
-        draft = self.drafter.propose(query, size) if size > 0 else Draft()
+                           [(o, o.tokens) for o in job.live() if o is not s])
+        draft = self.drafter.propose(query, size)
         start = base + len(s.slots)
         depths = draft.depths()
         row = Row(
@@ -468,7 +504,9 @@ class HFEngine(Engine):
             parents=[-1] + [p + 1 for p in draft.parents],
             want=list(range(len(draft) + 1)),
         )
-        return _Plan(row, job, [s], draft=draft, draft_context=query.context(self.drafter.context_size))
+        plan = _Plan(row, job, [s], draft=draft, draft_context=query.context(self.drafter.context_size))
+        self._draft_seconds += time.perf_counter() - began
+        return plan
 
     def _secure_slots(self, plans: list[_Plan]) -> list[_Plan]:
         """Give every planned token a slot, evicting and then preempting when the budget is short."""
@@ -612,10 +650,15 @@ class HFEngine(Engine):
         first unmatched sample is the new last token."""
         assert self.drafter is not None
         logits = self.logits(torch.cat([h for _, h in drafted]))
+        # Drafting's own work is timed (learning, walking the drafts); the sampling in between is
+        # what plain decoding does too, apart from the draft rows, which the per-token fit covers.
+        began = time.perf_counter()
         self.drafter.observe([(p.draft_context, p.draft) for p, _ in drafted], logits)
+        own = time.perf_counter() - began
         seqs = [p.seqs[0] for p, _ in drafted for _ in p.row.tokens]
         ahead = [a for p, _ in drafted for a in [0] + p.draft.depths()]
         tokens, logprobs = self._choose(logits, seqs, ahead)
+        began = time.perf_counter() - own
         at = 0
         for p, _ in drafted:
             s, draft, slots = p.seqs[0], p.draft, p.row.write_slots
@@ -647,7 +690,7 @@ class HFEngine(Engine):
             if len(draft):
                 s.draft_rate = 0.5 * (s.draft_rate or 0.0) + 0.5 * matched
                 self._draft_rate = 0.9 * self._draft_rate + 0.1 * matched
-            s.draft_steps += 1
+        self._draft_seconds += time.perf_counter() - began
 
     def _note_fed(self, s: _Seq, slots: list[int]) -> None:
         first = len(s.slots)
