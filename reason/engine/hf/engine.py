@@ -30,7 +30,7 @@ import torch
 from reason.draft import Draft, Drafter, DraftQuery, make_drafter
 from reason.engine.base import Engine, ExpandRequest, Outcome, Sampling
 from reason.engine.hf.batch import Row, build_batch
-from reason.engine.hf.draft_cost import ForwardCost
+from reason.engine.hf.draft_cost import DraftSwitch, ForwardCost
 from reason.engine.hf.kv import KVPool, NodeKV, NodeStore, PoolCache
 from reason.engine.hf.loader import load_model_and_tokenizer
 from reason.engine.hf.sampler import choose_tokens
@@ -113,7 +113,9 @@ class HFEngine(Engine):
             draft is cut to its measured acceptance over this. None (default) measures it: the
             fitted cost of one more fed token times the tokens a decode step yields per second (see
             :mod:`reason.engine.hf.draft_cost`), so drafting backs off where the forward is
-            compute-bound. 0 sizes drafts by acceptance alone.
+            compute-bound, and drafting is switched off for windows of steps while it measures
+            slower than decoding plainly (:class:`~reason.engine.hf.draft_cost.DraftSwitch`). A
+            number fixes the threshold and keeps drafting on; 0 sizes drafts by acceptance alone.
     """
 
     name = "hf"
@@ -185,9 +187,9 @@ class HFEngine(Engine):
             raise ReasonError("draft_threshold", f"must be between 0 and 1 (got {draft_threshold})", "use 0..1 or None")
         self.draft_threshold = draft_threshold
         self.draft_cost = ForwardCost()
+        self.draft_switch = DraftSwitch() if draft_threshold is None else None
         self._threshold = 0.0  # this step's accepted tokens a fed draft token must bring
-        self._overhead = 0.0  # this step's accepted tokens drafting a sequence must bring
-        self._draft_seconds = 0.0  # drafting work timed during this step
+        self._drafting = False  # whether this step drafts
         self._draft_rate = 1.0  # engine-wide moving average of accepted draft tokens per verification
 
     # -- construction -------------------------------------------------------------------------
@@ -272,34 +274,32 @@ class HFEngine(Engine):
 
     def step(self) -> list[Outcome]:
         started = time.perf_counter()
+        generated = self.ledger.generated_tokens
         self._admit()
         if self.drafter is not None:
             measured = self.draft_threshold is None
             self._threshold = self.draft_cost.threshold() if measured else self.draft_threshold
-            self._overhead = self.draft_cost.overhead() if measured else 0.0
-            self._draft_seconds = 0.0
+            self._drafting = self.draft_switch is None or self.draft_switch.on
         plans = self._plan()
         plans = self._secure_slots(plans)
         if plans:
             long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS]
             short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS]
-            decode_groups = self._group_decode(short_rows)
-            for group in self._chunk(long_rows) + decode_groups:
+            for group in self._chunk(long_rows) + ([short_rows] if short_rows else []):
                 began, made = time.perf_counter(), self.ledger.generated_tokens
                 hidden = self._forward([p.row for p in group])
                 self.ledger.forward_passes += 1
                 for tree in {p.job.tree for p in group}:
                     tree.ledger.forward_passes += 1
                 self._absorb(group, hidden)
-                if any(group is g for g in decode_groups):
+                if group is short_rows:
                     padded = len(group) * max(p.row.q for p in group)
                     self.draft_cost.record(padded, self.ledger.generated_tokens - made, time.perf_counter() - began)
-            drafted = sum(1 for p in short_rows if p.draft is not None)
-            if drafted:
-                self.draft_cost.record_drafting(self._draft_seconds, drafted)
         self._start_ready_jobs()
         self._finish_jobs()
         elapsed = time.perf_counter() - started
+        if self.draft_switch is not None and self.drafter is not None and any(p.seqs for p in plans):
+            self.draft_switch.record(self.ledger.generated_tokens - generated, elapsed)
         self.ledger.wall_seconds += elapsed
         out, self._done = self._done, []
         return out
@@ -315,26 +315,6 @@ class HFEngine(Engine):
                     continue
             groups.append([p])
         return groups
-
-    def _group_decode(self, plans: list[_Plan]) -> list[list[_Plan]]:
-        """Split decode rows into forwards so that padding every row to its forward's longest does
-        not cost more than another forward would: rows sorted by length, cut where the measured
-        fixed cost of a forward (in tokens) is below the padding it saves."""
-        if len({p.row.q for p in plans}) <= 1:
-            return [plans] if plans else []
-        fixed = self.draft_cost.fixed_in_tokens()
-        fixed = 64.0 if fixed is None else fixed
-        lengths = sorted({p.row.q for p in plans})
-        counts = [sum(1 for p in plans if p.row.q == q) for q in lengths]
-        best = [0.0] * (len(lengths) + 1)  # best[j]: cost of forwards covering lengths[:j]
-        cut = [0] * (len(lengths) + 1)
-        for j in range(1, len(lengths) + 1):
-            best[j], cut[j] = min((best[i] + fixed + lengths[j - 1] * sum(counts[i:j]), i) for i in range(j))
-        bounds, j = [], len(lengths)
-        while j:
-            bounds.append((lengths[cut[j]], lengths[j - 1]))
-            j = cut[j]
-        return [[p for p in plans if lo <= p.row.q <= hi] for lo, hi in reversed(bounds)]
 
     def _admit(self) -> None:
         running = sum(len(j.live()) for j in self._running)
@@ -421,7 +401,7 @@ class HFEngine(Engine):
         live = job.live()
         plans: list[_Plan] = []
         packable = [s for s in live if len(s.tokens) - len(s.slots) == 1]
-        if self.drafter is not None:
+        if self.drafter is not None and self._drafting:
             plain = []
             for s in packable:
                 size = self._draft_size(s)
@@ -467,9 +447,9 @@ class HFEngine(Engine):
 
     def _draft_size(self, s: _Seq) -> int:
         """This step's draft size for ``s`` (0: decode it plainly): about twice what it has been
-        accepting, at least 2, cut to what pays for its cost (its acceptance, less the drafting
-        overhead, over what each fed token must bring), with an occasional full-size probe while
-        drafts do not pay, so a change in acceptance is noticed."""
+        accepting, at least 2, cut to what pays for its tokens (its acceptance over what each fed
+        token must bring), with an occasional full-size probe while drafts do not pay, so a change
+        in acceptance is noticed."""
         if s.draft_rate is None:  # a new sequence starts from what drafts have been earning lately
             s.draft_rate = self._draft_rate
         s.draft_steps += 1
@@ -477,8 +457,8 @@ class HFEngine(Engine):
         full = min(self.draft_tokens, max(2, int(2 * rate) + 2))
         size = full
         if self._threshold > 0:
-            size = min(size, int((rate - self._overhead) / self._threshold))
-        if rate < 0.1 or size < 1 or rate <= self._overhead:
+            size = min(size, int(rate / self._threshold))
+        if rate < 0.1 or size < 1:
             size = full if s.draft_steps % 16 == 1 else 0
         stop = s.checker.stop
         left = [x for x in (stop.max_tokens, stop.segment_tokens, s.checker.room) if x is not None]
@@ -488,7 +468,6 @@ class HFEngine(Engine):
 
     def _draft_plan(self, job: _Job, s: _Seq, ctx: list[int], base: int, size: int) -> _Plan:
         assert self.drafter is not None
-        began = time.perf_counter()
         if not job.path_ids:
             job.path_ids = [t for n in job.path for t in n.token_ids]
         query = DraftQuery(job.tree, job.request.node, job.path_ids, s.tokens, s,
@@ -504,9 +483,7 @@ class HFEngine(Engine):
             parents=[-1] + [p + 1 for p in draft.parents],
             want=list(range(len(draft) + 1)),
         )
-        plan = _Plan(row, job, [s], draft=draft, draft_context=query.context(self.drafter.context_size))
-        self._draft_seconds += time.perf_counter() - began
-        return plan
+        return _Plan(row, job, [s], draft=draft, draft_context=query.context(self.drafter.context_size))
 
     def _secure_slots(self, plans: list[_Plan]) -> list[_Plan]:
         """Give every planned token a slot, evicting and then preempting when the budget is short."""
@@ -650,15 +627,10 @@ class HFEngine(Engine):
         first unmatched sample is the new last token."""
         assert self.drafter is not None
         logits = self.logits(torch.cat([h for _, h in drafted]))
-        # Drafting's own work is timed (learning, walking the drafts); the sampling in between is
-        # what plain decoding does too, apart from the draft rows, which the per-token fit covers.
-        began = time.perf_counter()
         self.drafter.observe([(p.draft_context, p.draft) for p, _ in drafted], logits)
-        own = time.perf_counter() - began
         seqs = [p.seqs[0] for p, _ in drafted for _ in p.row.tokens]
         ahead = [a for p, _ in drafted for a in [0] + p.draft.depths()]
         tokens, logprobs = self._choose(logits, seqs, ahead)
-        began = time.perf_counter() - own
         at = 0
         for p, _ in drafted:
             s, draft, slots = p.seqs[0], p.draft, p.row.write_slots
@@ -690,7 +662,6 @@ class HFEngine(Engine):
             if len(draft):
                 s.draft_rate = 0.5 * (s.draft_rate or 0.0) + 0.5 * matched
                 self._draft_rate = 0.9 * self._draft_rate + 0.1 * matched
-        self._draft_seconds += time.perf_counter() - began
 
     def _note_fed(self, s: _Seq, slots: list[int]) -> None:
         first = len(s.slots)
