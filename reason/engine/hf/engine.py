@@ -30,7 +30,7 @@ import torch
 from reason.draft import Draft, Drafter, DraftQuery, make_drafter
 from reason.engine.base import Engine, ExpandRequest, Outcome, Sampling
 from reason.engine.hf.batch import Row, build_batch
-from reason.engine.hf.draft_cost import DraftSwitch, ForwardCost
+from reason.engine.hf.draft_cost import ForwardCost
 from reason.engine.hf.kv import KVPool, NodeKV, NodeStore, PoolCache
 from reason.engine.hf.loader import load_model_and_tokenizer
 from reason.engine.hf.sampler import choose_tokens
@@ -113,9 +113,7 @@ class HFEngine(Engine):
             draft is cut to its measured acceptance over this. None (default) measures it: the
             fitted cost of one more fed token times the tokens a decode step yields per second (see
             :mod:`reason.engine.hf.draft_cost`), so drafting backs off where the forward is
-            compute-bound, and drafting is switched off for windows of steps while it measures
-            slower than decoding plainly (:class:`~reason.engine.hf.draft_cost.DraftSwitch`). A
-            number fixes the threshold and keeps drafting on; 0 sizes drafts by acceptance alone.
+            compute-bound. 0 sizes drafts by acceptance alone.
     """
 
     name = "hf"
@@ -187,9 +185,7 @@ class HFEngine(Engine):
             raise ReasonError("draft_threshold", f"must be between 0 and 1 (got {draft_threshold})", "use 0..1 or None")
         self.draft_threshold = draft_threshold
         self.draft_cost = ForwardCost()
-        self.draft_switch = DraftSwitch() if draft_threshold is None else None
-        self._threshold = 0.0  # this step's accepted tokens a fed draft token must bring
-        self._drafting = False  # whether this step drafts
+        self._threshold = 0.0  # this step's draft threshold
         self._draft_rate = 1.0  # engine-wide moving average of accepted draft tokens per verification
 
     # -- construction -------------------------------------------------------------------------
@@ -274,14 +270,12 @@ class HFEngine(Engine):
 
     def step(self) -> list[Outcome]:
         started = time.perf_counter()
-        generated = self.ledger.generated_tokens
         self._admit()
         if self.drafter is not None:
-            measured = self.draft_threshold is None
-            self._threshold = self.draft_cost.threshold() if measured else self.draft_threshold
-            self._drafting = self.draft_switch is None or self.draft_switch.on
+            self._threshold = self.draft_cost.threshold() if self.draft_threshold is None else self.draft_threshold
         plans = self._plan()
         plans = self._secure_slots(plans)
+        planned = time.perf_counter() - started
         if plans:
             long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS]
             short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS]
@@ -293,13 +287,12 @@ class HFEngine(Engine):
                     tree.ledger.forward_passes += 1
                 self._absorb(group, hidden)
                 if group is short_rows:
-                    padded = len(group) * max(p.row.q for p in group)
-                    self.draft_cost.record(padded, self.ledger.generated_tokens - made, time.perf_counter() - began)
+                    fed = sum(p.row.q for p in group)
+                    spent = planned + time.perf_counter() - began
+                    self.draft_cost.record(fed, self.ledger.generated_tokens - made, spent)
         self._start_ready_jobs()
         self._finish_jobs()
         elapsed = time.perf_counter() - started
-        if self.draft_switch is not None and self.drafter is not None and any(p.seqs for p in plans):
-            self.draft_switch.record(self.ledger.generated_tokens - generated, elapsed)
         self.ledger.wall_seconds += elapsed
         out, self._done = self._done, []
         return out
@@ -401,16 +394,11 @@ class HFEngine(Engine):
         live = job.live()
         plans: list[_Plan] = []
         packable = [s for s in live if len(s.tokens) - len(s.slots) == 1]
-        if self.drafter is not None and self._drafting:
-            plain = []
+        if self.drafter is not None:
             for s in packable:
-                size = self._draft_size(s)
-                if size > 0:
-                    plans.append(self._draft_plan(job, s, ctx, base, size))
-                else:
-                    plain.append(s)
-            live = [s for s in live if s not in packable or s in plain]
-            packable = plain
+                plans.append(self._draft_plan(job, s, ctx, base))
+            live = [s for s in live if s not in packable]
+            packable = []
         if self.pack_siblings and len(packable) > 1:
             extra: list[int] = []
             spans: list[tuple[int, int]] = []
@@ -446,33 +434,30 @@ class HFEngine(Engine):
         return plans
 
     def _draft_size(self, s: _Seq) -> int:
-        """This step's draft size for ``s`` (0: decode it plainly): about twice what it has been
-        accepting, at least 2, cut to what pays for its tokens (its acceptance over what each fed
-        token must bring), with an occasional full-size probe while drafts do not pay, so a change
-        in acceptance is noticed."""
+        """This step's draft size for ``s``: about twice what it has been accepting, at least 2, cut
+        to what pays for its verification cost (its acceptance over the step's threshold), and
+        only an occasional probe once drafts stop paying."""
         if s.draft_rate is None:  # a new sequence starts from what drafts have been earning lately
             s.draft_rate = self._draft_rate
-        s.draft_steps += 1
-        rate = s.draft_rate
-        full = min(self.draft_tokens, max(2, int(2 * rate) + 2))
-        size = full
+        size = min(self.draft_tokens, max(2, int(2 * s.draft_rate) + 2))
         if self._threshold > 0:
-            size = min(size, int(rate / self._threshold))
-        if rate < 0.1 or size < 1:
-            size = full if s.draft_steps % 16 == 1 else 0
+            size = min(size, int(s.draft_rate / self._threshold))
+        if s.draft_rate < 0.1 or size < 1:
+            return 2 if s.draft_steps % 8 == 0 else 0
         stop = s.checker.stop
         left = [x for x in (stop.max_tokens, stop.segment_tokens, s.checker.room) if x is not None]
         if left:
             size = min(size, max(0, min(left) - len(s.tokens) - 1))
         return size
 
-    def _draft_plan(self, job: _Job, s: _Seq, ctx: list[int], base: int, size: int) -> _Plan:
+    def _draft_plan(self, job: _Job, s: _Seq, ctx: list[int], base: int) -> _Plan:
         assert self.drafter is not None
         if not job.path_ids:
             job.path_ids = [t for n in job.path for t in n.token_ids]
+        size = self._draft_size(s)
         query = DraftQuery(job.tree, job.request.node, job.path_ids, s.tokens, s,
-                           [(o, o.tokens) for o in job.live() if o is not s])
-        draft = self.drafter.propose(query, size)
+                           [(o, o.tokens) for o in job.live() if o is not s] if size > 0 else [])
+        draft = self.drafter.propose(query, size) if size > 0 else Draft()
         start = base + len(s.slots)
         depths = draft.depths()
         row = Row(
@@ -662,6 +647,7 @@ class HFEngine(Engine):
             if len(draft):
                 s.draft_rate = 0.5 * (s.draft_rate or 0.0) + 0.5 * matched
                 self._draft_rate = 0.9 * self._draft_rate + 0.1 * matched
+            s.draft_steps += 1
 
     def _note_fed(self, s: _Seq, slots: list[int]) -> None:
         first = len(s.slots)
