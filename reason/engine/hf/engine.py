@@ -21,7 +21,7 @@ token is fed once however many children it gets, and siblings attend to their pa
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +187,7 @@ class HFEngine(Engine):
         self.draft_cost = ForwardCost()
         self._threshold = 0.0  # this step's draft threshold
         self._draft_rate = 1.0  # engine-wide moving average of accepted draft tokens per verification
+        self.weights_version = 0  # bumped by update_weights
 
     # -- construction -------------------------------------------------------------------------
 
@@ -261,6 +262,27 @@ class HFEngine(Engine):
 
     def has_work(self) -> bool:
         return bool(self._waiting or self._running or self._done)
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor] | None = None, *, strict: bool = True) -> int:
+        """Take new policy weights between rollout batches, without rebuilding the engine.
+
+        With ``state_dict``, load it into the model in place (``strict``: every key must match).
+        Without, the caller changed the shared model object itself (a trainer's optimizer step).
+        Either way every cached KV slot and hidden state, computed under the old weights, is
+        dropped, so no later expansion reads stale KV; trees stay valid and their paths are
+        recomputed when next expanded. Returns how many cached tokens were dropped."""
+        if self._waiting or self._running:
+            raise ReasonError("weights", "requests are in flight", "update weights between rollout batches")
+        if state_dict is not None:
+            try:
+                with torch.no_grad():
+                    self.model.load_state_dict(state_dict, strict=strict)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise ReasonError("state_dict", f"does not fit the model ({first})",
+                                  "pass the policy's own state dict, or strict=False for a partial one") from None
+        self.weights_version += 1
+        return self.store.forget_all()
 
     def release(self, tree: Tree) -> None:
         """Free all cached KV of ``tree`` that no running request needs (call when a problem is done)."""

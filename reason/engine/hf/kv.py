@@ -253,6 +253,18 @@ class NodeStore:
                     heapq.heappush(heap, (pe.last_use, id(pe), pe))
         return freed
 
+    def forget_all(self) -> int:
+        """Free every cached slot and hidden state (the weights they were computed under are gone);
+        nothing may be pinned. Returns how many slots were freed."""
+        freed = 0
+        for entry in self._entries.values():
+            if entry.pins:
+                raise RuntimeError("forget_all with pinned entries")
+            freed += len(entry.slots)
+            self.pool.free(entry.slots)
+        self._entries.clear()
+        return freed
+
     def drop_tree_nodes(self, nodes: list[Node]) -> None:
         """Free every entry of ``nodes`` that no request pins (a finished problem)."""
         for node in nodes:
