@@ -7,4 +7,12 @@ from reason.tree import Node, Tree
 
 __version__ = "0.1.0"
 
-__all__ = ["Engine", "ExpandRequest", "Ledger", "Node", "ReasonError", "Sampling", "Stop", "Tree", "load_engine"]
+
+def rollout(engine: Engine, prompts: list, **options: object) -> list:
+    """Rollout records for RL trainers from any strategy (see :func:`search.rollout.rollout`)."""
+    from search.rollout import rollout as run
+
+    return run(engine, prompts, **options)
+
+
+__all__ = ["Engine", "ExpandRequest", "Ledger", "Node", "ReasonError", "Sampling", "Stop", "Tree", "load_engine", "rollout"]

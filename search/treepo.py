@@ -331,16 +331,9 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Call
     ``verifier`` (an :class:`~rewards.base.OutcomeVerifier`, or a verifier name such as ``"arith"``)
     against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``, ``policy``, ...).
     Returns the records of every prompt in order, leaves in finishing order."""
-    from rewards.base import VerifyItem
+    from search.rollout import leaf_records, reward_source
 
-    if reward is None and (answers is None or verifier is None):
-        raise ReasonError("reward", "rollout needs rewards", "pass reward=fn(prompt_index, text) or answers= and verifier=")
-    if answers is not None and len(answers) != len(prompts):
-        raise ReasonError("answers", f"has {len(answers)} entries for {len(prompts)} prompts", "give one answer per prompt")
-    if isinstance(verifier, str):
-        from rewards import verifiers
-
-        verifier = verifiers.get(verifier)()
+    verifier = reward_source(reward, answers, verifier, len(prompts))
     runner = Runner(engine)
     contexts = [runner.context(p, seed=seed + i) for i, p in enumerate(prompts)]
     final = Stop(max_tokens=max_tokens)
@@ -348,24 +341,7 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Call
                           for ctx in contexts])
     records: list[RolloutRecord] = []
     for index, (ctx, growth) in enumerate(zip(contexts, growths)):
-        tree = ctx.tree
-        leaves = [tree.node(i) for i in growth.leaf_ids]
-        texts = [tree.text(leaf) for leaf in leaves]
-        if reward is not None:
-            rewards = [float(reward(index, t)) for t in texts]
-        else:
-            question = tree.root.text
-            rewards = [float(r) for r in verifier.verify_batch([VerifyItem(question, t, str(answers[index])) for t in texts])]
-        paths = [tree.path(leaf) for leaf in leaves]
-        adv, per_depth = tree_advantages([[n.id for n in p] for p in paths], rewards, weighting)
-        for leaf, path, text, r, a, ad in zip(leaves, paths, texts, rewards, adv, per_depth):
-            ends, ids, lps = [], [], []
-            for node in path[1:]:
-                ids += node.token_ids
-                lps += node.logprobs
-                ends.append(len(ids))
-            records.append(RolloutRecord(prompt_index=index, prompt_ids=list(tree.root.token_ids), completion_ids=ids,
-                                         logprobs=lps, segment_ends=ends, path=[n.id for n in path],
-                                         finish_reason=leaf.finish_reason, text=text, reward=r, advantage=a,
-                                         depth_advantages=ad))
+        leaves = [ctx.tree.node(i) for i in growth.leaf_ids]
+        records += leaf_records(ctx.tree, leaves, index, reward=reward, answers=answers, verifier=verifier,
+                                weighting=weighting)
     return records

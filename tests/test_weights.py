@@ -37,7 +37,7 @@ def grow(engine: HFEngine, tree=None):
 
 @pytest.mark.parametrize("how", ["state_dict", "shared_model"])
 def test_new_weights_change_tokens_and_no_stale_kv_is_used(engine, how):
-    tree, first, second = grow(engine)
+    tree, first, _ = grow(engine)
     new_state = perturbed(engine.model)
     if how == "state_dict":
         dropped = engine.update_weights(new_state)

@@ -1,0 +1,59 @@
+"""``reason.rollout``: any strategy's leaves as trainer records, exactly n per prompt."""
+
+from __future__ import annotations
+
+import pytest
+
+import reason
+from reason.engine.hf import HFEngine
+from reason.errors import ReasonError
+from reason.models import resolve_model
+from rewards.catalog import load_prm
+from tasks.arith.problems import generate
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate(3, 3, seed=21)
+
+
+@pytest.mark.parametrize("strategy, options", [
+    ("best_of_n", {"select": "majority"}),
+    ("particle", {"prm": load_prm("arith")}),
+    ("treepo", {"segment_tokens": 8}),
+])
+def test_records_per_strategy(engine, problems, strategy, options):
+    n = 6
+    records = reason.rollout(engine, [p.prompt for p in problems], strategy=strategy, n=n, seed=3,
+                             answers=[p.answer for p in problems], verifier="arith", **options)
+    assert [r.prompt_index for r in records] == [i for i in range(len(problems)) for _ in range(n)]
+    for r in records:
+        assert r.prompt_ids and r.completion_ids and len(r.logprobs) == len(r.completion_ids)
+        assert r.segment_ends[-1] == len(r.completion_ids) and r.segment_ends == sorted(r.segment_ends)
+        assert r.reward in (0.0, 1.0)
+        assert r.path[0] == 0  # the root
+    for i in range(len(problems)):
+        group = [r for r in records if r.prompt_index == i]
+        distinct = {tuple(r.path): r for r in group}.values()  # padding repeats leaves
+        if len({r.reward for r in distinct}) == 1:
+            assert all(r.advantage == 0 for r in group)
+    if strategy == "best_of_n":  # independent samples: one segment each, plain group-relative advantages
+        assert all(len(r.segment_ends) == 1 for r in records)
+        group = records[:n]
+        mean = sum(r.reward for r in group) / n
+        assert [r.advantage for r in group] == pytest.approx([r.reward - mean for r in group])
+
+
+def test_user_reward_and_errors(engine, problems):
+    records = reason.rollout(engine, [problems[0].prompt], strategy="best_of_n", n=4, select="majority",
+                             reward=lambda i, text: float(len(text) % 2))
+    assert len(records) == 4 and all(r.reward == float(len(r.text) % 2) for r in records)
+    with pytest.raises(ReasonError, match="reward: rollout needs rewards"):
+        reason.rollout(engine, [problems[0].prompt], strategy="best_of_n", n=4, select="majority")
+    with pytest.raises(ReasonError, match="option"):
+        reason.rollout(engine, [problems[0].prompt], strategy="best_of_n", n=4, bogus=1, reward=lambda i, t: 0.0)
