@@ -1,0 +1,1 @@
+"""Adapters from :func:`reason.rollout` to RL trainers (TRL today)."""

@@ -1,0 +1,94 @@
+"""TRL: a ``rollout_func`` for ``GRPOTrainer`` that grows tree rollouts with this toolkit.
+
+``GRPOTrainer(..., rollout_func=TreeRollout(...))`` replaces TRL's own sampling: each call receives
+the trainer's prompt slice and returns ``prompt_ids`` / ``completion_ids`` / ``logprobs`` with the
+trainer's group size (``num_generations``) per distinct prompt. The engine shares the trainer's model
+object, so after every optimizer step it only drops the KV computed under the old weights
+(:meth:`~reason.engine.hf.HFEngine.update_weights`); nothing is copied or rebuilt. Each call's
+records (rewards, tree advantages, segment ends) are kept on ``last_records`` and also forwarded to
+the reward functions as ``tree_reward`` / ``tree_advantage`` keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reason.engine.hf import HFEngine
+
+
+class TreeRollout:
+    """A TRL ``rollout_func`` (see the module docstring).
+
+    ``strategy`` / ``options``: what :func:`reason.rollout` runs (TreePO segments by default);
+    ``reward`` / ``answers_key`` / ``verifier``: where rewards for the tree advantages come from
+    (a ``reward(prompt_index, text)`` function, or a verifier against the dataset column named
+    ``answers_key``, looked up by prompt through ``answers``)."""
+
+    def __init__(self, *, strategy: str = "treepo", answers: dict[str, str] | None = None, verifier: Any = "arith",
+                 reward: Any = None, seed: int = 0, max_tokens: int = 256, temperature: float = 1.0,
+                 draft: str | None = None, **options: Any) -> None:
+        self.strategy = strategy
+        self.answers = answers
+        self.verifier = verifier
+        self.reward = reward
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.draft = draft
+        self.options = options
+        self.engine: HFEngine | None = None
+        self._step = -1
+        self.calls = 0
+        self.last_records: list[Any] = []
+
+    def _engine(self, trainer: Any) -> HFEngine:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if self.engine is None or self.engine.model is not model:
+            self.engine = HFEngine(model, trainer.processing_class, draft=self.draft)
+            self._step = trainer.state.global_step
+        elif trainer.state.global_step != self._step:  # an optimizer step changed the shared weights
+            self.engine.update_weights()
+            self._step = trainer.state.global_step
+        return self.engine
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        import reason
+
+        engine = self._engine(trainer)
+        group = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
+        distinct: list[Any] = []
+        counts: list[int] = []
+        for p in prompts:  # TRL hands each prompt over once per generation, consecutively
+            if distinct and p == distinct[-1] and counts[-1] < group:
+                counts[-1] += 1
+            else:
+                distinct.append(p)
+                counts.append(1)
+        per_prompt = max(counts) if max(counts) > 1 else group
+        was_training = engine.model.training
+        engine.model.eval()
+        try:
+            answers = [self.answers[_key(p)] for p in distinct] if self.answers is not None else None
+            records = reason.rollout(engine, distinct, strategy=self.strategy, n=per_prompt, seed=self.seed + self.calls,
+                                     reward=self.reward, answers=answers, verifier=None if self.reward else self.verifier,
+                                     max_tokens=self.max_tokens, temperature=self.temperature, **self.options)
+        finally:
+            engine.model.train(was_training)
+        self.calls += 1
+        out = []
+        for index, count in enumerate(counts if max(counts) > 1 else [group] * len(distinct)):
+            out += [r for r in records if r.prompt_index == index][:count]
+        self.last_records = out
+        return {
+            "prompt_ids": [r.prompt_ids for r in out],
+            "completion_ids": [r.completion_ids for r in out],
+            "logprobs": [r.logprobs for r in out],
+            "tree_reward": [r.reward for r in out],
+            "tree_advantage": [r.advantage for r in out],
+        }
+
+
+def _key(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return str(prompt[-1]["content"]) if prompt and isinstance(prompt[0], dict) else str(prompt)
