@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="completions per prompt (GRPO group size)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--advantages", choices=("tree", "grpo"), default="grpo",
+                        help="tree: the rollouts' tree advantages; grpo: TRL's group-normalised rewards")
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/grpo_arith")
@@ -55,7 +57,7 @@ def main() -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from reason.models import resolve_model
-    from reason.rl.trl import TreeRollout
+    from reason.rl.trl import TreeRollout, tree_grpo_trainer
     from rewards import verifiers
     from rewards.base import VerifyItem
     from tasks.arith.problems import generate
@@ -81,8 +83,9 @@ def main() -> None:
                         max_steps=args.steps, logging_steps=max(1, args.steps // 10), report_to=[], use_cpu=True,
                         save_strategy="no", seed=args.seed, shuffle_dataset=False)
     dataset = Dataset.from_list([{"prompt": p.prompt, "answer": str(p.answer)} for p in train])
-    trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=arith_reward, args=config,
-                          train_dataset=dataset, rollout_func=rollout)
+    make = tree_grpo_trainer if args.advantages == "tree" else GRPOTrainer
+    trainer = make(model=model, processing_class=tokenizer, reward_funcs=arith_reward, args=config,
+                   train_dataset=dataset, rollout_func=rollout)
 
     before = held_out_accuracy(model, tokenizer, held_out, args.seed)
     tokens: list[int] = []
@@ -102,7 +105,8 @@ def main() -> None:
     trainer.train()
     wall = time.perf_counter() - start
     after = held_out_accuracy(model, tokenizer, held_out, args.seed)
-    print(f"rollout={args.rollout} steps={args.steps} group={args.group} prompts/step={args.prompts}")
+    print(f"rollout={args.rollout} advantages={args.advantages} steps={args.steps} group={args.group} "
+          f"prompts/step={args.prompts}")
     print(f"held-out accuracy ({len(held_out)} level-3 problems, 1 sample at T=0.7): "
           f"before {before[0]:.3f} [{before[1]:.3f}, {before[2]:.3f}]  after {after[0]:.3f} [{after[1]:.3f}, {after[2]:.3f}]")
     print(f"rollout tokens per step {statistics.fmean(tokens):.0f}; rollout s per step {statistics.fmean(seconds):.2f}; "

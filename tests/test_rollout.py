@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import reason
 from reason.engine.hf import HFEngine
@@ -57,3 +58,36 @@ def test_user_reward_and_errors(engine, problems):
         reason.rollout(engine, [problems[0].prompt], strategy="best_of_n", n=4, select="majority")
     with pytest.raises(ReasonError, match="option"):
         reason.rollout(engine, [problems[0].prompt], strategy="best_of_n", n=4, bogus=1, reward=lambda i, t: 0.0)
+
+
+def test_trl_tree_advantages_reach_the_loss(tmp_path):
+    """Two GRPO steps where the trainer's advantages are the TreePO records' tree advantages."""
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reason.rl.trl import TreeRollout, tree_grpo_trainer
+
+    path = resolve_model("arith")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    tok = AutoTokenizer.from_pretrained(path)
+    probs = generate(3, 4, seed=77)
+    # A reward that differs between leaves, so the tree advantages are not all zero.
+    rollout = TreeRollout(reward=lambda i, text: float(text.strip()[-1:] in "13579"), segment_tokens=8, max_tokens=64)
+
+    def reward(completions, **kwargs):
+        return kwargs["tree_reward"]  # forwarded by the rollout
+
+    config = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=8,
+                            max_completion_length=64, max_steps=2, learning_rate=1e-3, report_to=[], use_cpu=True,
+                            save_strategy="no")
+    trainer = tree_grpo_trainer(model=model, processing_class=tok, reward_funcs=reward, args=config,
+                                train_dataset=Dataset.from_list([{"prompt": p.prompt} for p in probs]),
+                                rollout_func=rollout)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    assert rollout.calls == 2 and len(rollout.last_records) == 8
+    assert trainer.tree_advantages.tolist() == pytest.approx([r.advantage for r in rollout.last_records])
+    assert any(r.advantage != 0 for r in rollout.last_records)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the weights moved
+    assert rollout.engine.weights_version == 1  # the second rollout saw the first step's weights, no stale KV

@@ -7,6 +7,10 @@ object, so after every optimizer step it only drops the KV computed under the ol
 (:meth:`~reason.engine.hf.HFEngine.update_weights`); nothing is copied or rebuilt. Each call's
 records (rewards, tree advantages, segment ends) are kept on ``last_records`` and also forwarded to
 the reward functions as ``tree_reward`` / ``tree_advantage`` keyword arguments.
+
+TRL normalises rewards within each group of ``num_generations``, which ignores the tree.
+:func:`tree_grpo_trainer` builds a ``GRPOTrainer`` subclass that trains on the records' tree
+advantages instead (TreePO's aggregate over the subtrees each leaf belongs to).
 """
 
 from __future__ import annotations
@@ -92,3 +96,30 @@ def _key(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
     return str(prompt[-1]["content"]) if prompt and isinstance(prompt[0], dict) else str(prompt)
+
+
+def tree_grpo_trainer(**kwargs: Any) -> Any:
+    """A ``trl.GRPOTrainer`` (same keyword arguments; ``rollout_func`` must be a :class:`TreeRollout`)
+    whose advantages are the rollout records' tree advantages rather than TRL's group-normalised
+    rewards. The advantages used at the last generation are kept on ``tree_advantages``."""
+    import torch
+    from trl import GRPOTrainer
+
+    rollout = kwargs.get("rollout_func")
+    if not isinstance(rollout, TreeRollout):
+        from reason.errors import ReasonError
+
+        raise ReasonError("rollout_func", "must be a TreeRollout", "pass rollout_func=TreeRollout(...)")
+
+    class TreeGRPOTrainer(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+            out = super()._generate_and_score_completions(inputs)
+            records = rollout.last_records
+            if len(records) != len(out["advantages"]):
+                raise RuntimeError("tree records do not match the generated batch")
+            self.tree_advantages = torch.tensor([r.advantage for r in records], dtype=out["advantages"].dtype,
+                                                device=out["advantages"].device)
+            out["advantages"] = self.tree_advantages
+            return out
+
+    return TreeGRPOTrainer(**kwargs)
