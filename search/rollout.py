@@ -12,7 +12,7 @@ need a fixed group size.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from reason.engine.base import Engine
 from reason.errors import ReasonError
@@ -20,6 +20,7 @@ from reason.tree import Node, Tree
 from search.treepo import RolloutRecord, tree_advantages
 
 Reward = Callable[[int, str], float]
+T = TypeVar("T")
 
 
 def reward_source(reward: Reward | None, answers: Sequence[str] | None, verifier: Any, n_prompts: int) -> Any:
@@ -63,8 +64,9 @@ def leaf_records(tree: Tree, leaves: Sequence[Node], index: int, *, reward: Rewa
     return records
 
 
-def exactly(leaves: Sequence[Node], n: int) -> list[Node]:
-    """``n`` leaves: the first ``n``, or all of them repeated in order when there are fewer."""
+def exactly(leaves: Sequence[T], n: int) -> list[T]:
+    """``n`` leaves (or records): the first ``n``, or all of them repeated in order when there are
+    fewer; none is a one-line error, not an empty group."""
     if not leaves:
         raise ReasonError("n", "the search finished no leaf", "raise max_tokens or the budget")
     return [leaves[i % len(leaves)] for i in range(n)]
@@ -87,11 +89,8 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, strategy: str = "treepo",
                                  weighting=weighting, max_tokens=max_tokens, temperature=temperature, **options)
         if not exact_n:
             return records
-        out: list[RolloutRecord] = []
-        for index in range(len(prompts)):
-            mine = [r for r in records if r.prompt_index == index]
-            out += [mine[i % len(mine)] for i in range(n)] if mine else []
-        return out
+        return [r for index in range(len(prompts))
+                for r in exactly([r for r in records if r.prompt_index == index], n)]
     from search.solve import check_options, solve_problems
     from tasks.domains import domains
 

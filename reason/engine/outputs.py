@@ -65,6 +65,16 @@ def add_children(engine: Engine, request: ExpandRequest, node_ids: Sequence[int]
     return children
 
 
+def request_ids(request: ExpandRequest, max_context: int) -> list[int]:
+    """The token ids of the path a request expands (validated, and leaving room in the context)."""
+    request.validate()
+    ids = request.tree.prefix_ids(request.node)
+    if len(ids) >= max_context:
+        raise ReasonError("node", f"its path already fills the model's context ({max_context} tokens)",
+                          "expand a shorter path")
+    return ids
+
+
 def max_new_tokens(stop: Stop, room: int) -> int:
     """The token cap to ask for: the stop's caps and the context room, whichever is least."""
     return min([room] + [x for x in (stop.max_tokens, stop.segment_tokens) if x is not None])

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from reason.engine.base import Engine, ExpandRequest, Outcome
-from reason.engine.outputs import Sampled, add_children, finish_reason, max_new_tokens
+from reason.engine.outputs import (
+    Sampled,
+    add_children,
+    finish_reason,
+    max_new_tokens,
+    request_ids,
+)
 from reason.engine.text import decode, tokenize_prompt
 from reason.errors import ReasonError
 
@@ -95,11 +101,7 @@ class VLLMEngine(Engine):
         )
 
     def submit(self, request: ExpandRequest) -> int:
-        request.validate()
-        ids = request.tree.prefix_ids(request.node)
-        if len(ids) >= self.max_context:
-            raise ReasonError("node", f"its path already fills the model's context ({self.max_context} tokens)",
-                              "expand a shorter path")
+        ids = request_ids(request, self.max_context)
         self._tickets += 1
         self._queue.append((self._tickets, request, ids, request.tree.reserve_ids(request.n)))
         return self._tickets
