@@ -13,6 +13,7 @@ Run: ``python examples/grpo_arith.py [--steps 150 --rollout treepo|sample --grou
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import statistics
@@ -45,8 +46,9 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="completions per prompt (GRPO group size)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--advantages", choices=("tree", "grpo"), default="grpo",
-                        help="tree: the rollouts' tree advantages; grpo: TRL's group-normalised rewards")
+    parser.add_argument("--advantages", choices=("tree", "segment", "grpo"), default="grpo",
+                        help="tree: each leaf's aggregated tree advantage; segment: each token its segment's "
+                             "credit; grpo: TRL's group-normalised rewards")
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/grpo_arith")
@@ -83,7 +85,10 @@ def main() -> None:
                         max_steps=args.steps, logging_steps=max(1, args.steps // 10), report_to=[], use_cpu=True,
                         save_strategy="no", seed=args.seed, shuffle_dataset=False)
     dataset = Dataset.from_list([{"prompt": p.prompt, "answer": str(p.answer)} for p in train])
-    make = tree_grpo_trainer if args.advantages == "tree" else GRPOTrainer
+    if args.advantages == "grpo":
+        make = GRPOTrainer
+    else:
+        make = functools.partial(tree_grpo_trainer, per="leaf" if args.advantages == "tree" else "segment")
     trainer = make(model=model, processing_class=tokenizer, reward_funcs=arith_reward, args=config,
                    train_dataset=dataset, rollout_func=rollout)
 

@@ -5,7 +5,8 @@ and returns one :class:`~search.treepo.RolloutRecord` per leaf: prompt ids, comp
 logprobs, segment boundaries (node ends), the tree path, the reward (a user function, or a verifier
 against answers) and tree advantages (:func:`~search.treepo.tree_advantages`: leaves that share a
 path prefix form subgroups, so best-of-N leaves get plain group-relative advantages and tree leaves
-per-segment ones). ``exact_n`` makes every prompt yield exactly ``n`` records, as GRPO-style trainers
+per-segment ones; :func:`~search.treepo.segment_advantages` credits each segment, for trainers that
+take per-token advantages). ``exact_n`` makes every prompt yield exactly ``n`` records, as GRPO-style trainers
 need a fixed group size.
 """
 
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from reason.engine.base import Engine
 from reason.errors import ReasonError
 from reason.tree import Node, Tree
-from search.treepo import RolloutRecord, tree_advantages
+from search.treepo import RolloutRecord, segment_advantages, tree_advantages
 
 Reward = Callable[[int, str], float]
 T = TypeVar("T")
@@ -49,9 +50,11 @@ def leaf_records(tree: Tree, leaves: Sequence[Node], index: int, *, reward: Rewa
         question = tree.root.text
         rewards = [float(r) for r in verifier.verify_batch([VerifyItem(question, t, str(answers[index])) for t in texts])]
     paths = [tree.path(leaf) for leaf in leaves]
-    adv, per_depth = tree_advantages([[n.id for n in p] for p in paths], rewards, weighting)
+    ids_paths = [[n.id for n in p] for p in paths]
+    adv, per_depth = tree_advantages(ids_paths, rewards, weighting)
+    per_segment = segment_advantages(ids_paths, rewards)
     records = []
-    for leaf, path, text, r, a, ad in zip(leaves, paths, texts, rewards, adv, per_depth):
+    for leaf, path, text, r, a, ad, sa in zip(leaves, paths, texts, rewards, adv, per_depth, per_segment):
         ends, ids, lps = [], [], []
         for node in path[1:]:
             ids += node.token_ids
@@ -60,7 +63,7 @@ def leaf_records(tree: Tree, leaves: Sequence[Node], index: int, *, reward: Rewa
         records.append(RolloutRecord(prompt_index=index, prompt_ids=list(tree.root.token_ids), completion_ids=ids,
                                      logprobs=lps, segment_ends=ends, path=[n.id for n in path],
                                      finish_reason=leaf.finish_reason, text=text, reward=r, advantage=a,
-                                     depth_advantages=ad))
+                                     depth_advantages=ad, segment_advantages=sa))
     return records
 
 

@@ -124,6 +124,23 @@ def tree_advantages(paths: Sequence[Sequence[int]], rewards: Sequence[float],
     return aggregated, per_depth
 
 
+def segment_advantages(paths: Sequence[Sequence[int]], rewards: Sequence[float]) -> list[list[float]]:
+    """Per-segment credit for leaves given by their ``paths`` (node ids from the root to the leaf):
+    segment ``k`` of a leaf (node ``path[k + 1]``) gets the mean reward of the leaves below that node
+    minus the mean reward of the leaves below its parent, a Monte-Carlo estimate of how much taking
+    that segment changed the expected reward. A leaf's segment advantages sum to its reward minus the
+    mean of all leaves, so a one-segment tree (independent samples) gives GRPO's unnormalised
+    advantage, and segments every sibling shares get zero."""
+    if len(paths) != len(rewards):
+        raise ReasonError("rewards", f"has {len(rewards)} entries for {len(paths)} leaves", "give one reward per leaf")
+    below: dict[tuple[int, ...], list[float]] = {}
+    for path, r in zip(paths, rewards):
+        for d in range(1, len(path) + 1):
+            below.setdefault(tuple(path[:d]), []).append(float(r))
+    mean = {key: sum(v) / len(v) for key, v in below.items()}
+    return [[mean[tuple(path[: k + 2])] - mean[tuple(path[: k + 1])] for k in range(len(path) - 1)] for path in paths]
+
+
 class TreeGrowth(BaseModel):
     """What :func:`grow` did: leaves in finishing order, rounds, fallbacks and live paths per round."""
 
@@ -306,7 +323,8 @@ class RolloutRecord(BaseModel):
 
     ``segment_ends[k]`` is the offset in ``completion_ids`` where segment ``k`` ends; ``path`` is
     the node ids from the root to the leaf (leaves sharing a path prefix shared those segments);
-    ``depth_advantages[d]`` is ``A_{i,d}`` (None where the leaf's subgroup at depth ``d`` is itself).
+    ``depth_advantages[d]`` is ``A_{i,d}`` (None where the leaf's subgroup at depth ``d`` is itself);
+    ``segment_advantages[k]`` is segment ``k``'s credit from :func:`segment_advantages`.
     """
 
     prompt_index: int
@@ -320,6 +338,19 @@ class RolloutRecord(BaseModel):
     reward: float
     advantage: float
     depth_advantages: list[float | None]
+    segment_advantages: list[float]
+
+    def token_advantages(self, per: str = "segment") -> list[float]:
+        """One advantage per completion token: each token gets its segment's advantage
+        (``per="segment"``) or the leaf's aggregated tree advantage (``per="leaf"``)."""
+        if per == "leaf":
+            return [self.advantage] * len(self.completion_ids)
+        if per != "segment":
+            raise ReasonError("per", f"unknown advantage granularity {per!r}", "use 'segment' or 'leaf'")
+        out: list[float] = []
+        for end, adv in zip(self.segment_ends, self.segment_advantages):
+            out += [adv] * (end - len(out))
+        return out
 
 
 def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Callable[[int, str], float] | None = None,

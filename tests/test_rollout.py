@@ -60,7 +60,8 @@ def test_user_reward_and_errors(engine, problems):
         reason.rollout(engine, [problems[0].prompt], strategy="best_of_n", n=4, bogus=1, reward=lambda i, t: 0.0)
 
 
-def test_trl_tree_advantages_reach_the_loss(tmp_path):
+@pytest.mark.parametrize("per", ["leaf", "segment"])
+def test_trl_tree_advantages_reach_the_loss(tmp_path, per):
     """Two GRPO steps where the trainer's advantages are the TreePO records' tree advantages."""
     trl = pytest.importorskip("trl")
     from datasets import Dataset
@@ -81,13 +82,21 @@ def test_trl_tree_advantages_reach_the_loss(tmp_path):
     config = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=8,
                             max_completion_length=64, max_steps=2, learning_rate=1e-3, report_to=[], use_cpu=True,
                             save_strategy="no")
-    trainer = tree_grpo_trainer(model=model, processing_class=tok, reward_funcs=reward, args=config,
+    trainer = tree_grpo_trainer(per=per, model=model, processing_class=tok, reward_funcs=reward, args=config,
                                 train_dataset=Dataset.from_list([{"prompt": p.prompt} for p in probs]),
                                 rollout_func=rollout)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train()
     assert rollout.calls == 2 and len(rollout.last_records) == 8
-    assert trainer.tree_advantages.tolist() == pytest.approx([r.advantage for r in rollout.last_records])
+    records = rollout.last_records
+    if per == "leaf":
+        assert trainer.tree_advantages.tolist() == pytest.approx([r.advantage for r in records])
+    else:  # (B, T): each token its segment's credit, zero past the completion
+        assert trainer.tree_advantages.shape == (8, max(len(r.completion_ids) for r in records))
+        for row, r in zip(trainer.tree_advantages.tolist(), records):
+            n = len(r.completion_ids)
+            assert row[:n] == pytest.approx(r.token_advantages()) and not any(row[n:])
+        assert any(len(set(r.segment_advantages)) > 1 for r in records)  # credit differs along a path
     assert any(r.advantage != 0 for r in rollout.last_records)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the weights moved
     assert rollout.engine.weights_version == 1  # the second rollout saw the first step's weights, no stale KV

@@ -10,9 +10,11 @@ from reason.models import resolve_model
 from rewards.catalog import load_prm
 from search.solve import solve, solve_many
 from search.treepo import (
+    RolloutRecord,
     has_repetition,
     path_weights,
     rollout,
+    segment_advantages,
     split_children,
     tree_advantages,
 )
@@ -61,6 +63,24 @@ def test_tree_advantages_by_hand():
     assert per_depth[0] == [pytest.approx(2 / 3), pytest.approx(0.5)]
     with pytest.raises(ReasonError, match="weighting"):
         tree_advantages(paths, rewards, "median")
+
+
+def test_segment_advantages_by_hand():
+    # The tree above: node 1 holds a and b (mean 1/2), the root all three (mean 1/3).
+    paths = [[0, 1, 3], [0, 1, 4], [0, 2]]
+    seg = segment_advantages(paths, [1.0, 0.0, 0.0])
+    assert seg[0] == [pytest.approx(1 / 2 - 1 / 3), pytest.approx(1 - 1 / 2)]
+    assert seg[1] == [pytest.approx(1 / 2 - 1 / 3), pytest.approx(0 - 1 / 2)]
+    assert seg[2] == [pytest.approx(0 - 1 / 3)]
+    for path_adv, r in zip(seg, [1.0, 0.0, 0.0]):  # telescopes to the leaf's GRPO advantage
+        assert sum(path_adv) == pytest.approx(r - 1 / 3)
+    record = RolloutRecord(prompt_index=0, prompt_ids=[1], completion_ids=[5, 6, 7, 8, 9], logprobs=[0.0] * 5,
+                           segment_ends=[2, 5], path=paths[0], finish_reason="eos", text="", reward=1.0,
+                           advantage=0.6, depth_advantages=[2 / 3, 0.5], segment_advantages=seg[0])
+    assert record.token_advantages() == [pytest.approx(1 / 6)] * 2 + [pytest.approx(0.5)] * 3
+    assert record.token_advantages("leaf") == [0.6] * 5
+    with pytest.raises(ReasonError, match="per"):
+        record.token_advantages("token")
 
 
 def test_split_children_and_weights():

@@ -10,7 +10,8 @@ the reward functions as ``tree_reward`` / ``tree_advantage`` keyword arguments.
 
 TRL normalises rewards within each group of ``num_generations``, which ignores the tree.
 :func:`tree_grpo_trainer` builds a ``GRPOTrainer`` subclass that trains on the records' tree
-advantages instead (TreePO's aggregate over the subtrees each leaf belongs to).
+advantages instead: TreePO's aggregate over the subtrees each leaf belongs to (one per completion),
+or per-segment credit (one per token, TRL's (B, T) advantages).
 """
 
 from __future__ import annotations
@@ -98,28 +99,41 @@ def _key(prompt: Any) -> str:
     return str(prompt[-1]["content"]) if prompt and isinstance(prompt[0], dict) else str(prompt)
 
 
-def tree_grpo_trainer(**kwargs: Any) -> Any:
+def tree_grpo_trainer(*, per: str = "leaf", **kwargs: Any) -> Any:
     """A ``trl.GRPOTrainer`` (same keyword arguments; ``rollout_func`` must be a :class:`TreeRollout`)
-    whose advantages are the rollout records' tree advantages rather than TRL's group-normalised
-    rewards. The advantages used at the last generation are kept on ``tree_advantages``."""
+    whose advantages come from the rollout records rather than TRL's group-normalised rewards:
+    ``per="leaf"`` trains every token of a completion on the leaf's aggregated tree advantage (B,);
+    ``per="segment"`` gives each token its segment's advantage (B, T), from
+    :func:`~search.treepo.segment_advantages`. The advantages used at the last generation are kept on
+    ``tree_advantages``."""
     import torch
     from trl import GRPOTrainer
 
+    from reason.errors import ReasonError
+
     rollout = kwargs.get("rollout_func")
     if not isinstance(rollout, TreeRollout):
-        from reason.errors import ReasonError
-
         raise ReasonError("rollout_func", "must be a TreeRollout", "pass rollout_func=TreeRollout(...)")
+    if per not in ("leaf", "segment"):
+        raise ReasonError("per", f"unknown advantage granularity {per!r}", "use 'leaf' or 'segment'")
 
     class TreeGRPOTrainer(GRPOTrainer):
         def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
             out = super()._generate_and_score_completions(inputs)
             records = rollout.last_records
-            if len(records) != len(out["advantages"]):
+            like = out["advantages"]
+            if len(records) != len(like):
                 raise RuntimeError("tree records do not match the generated batch")
-            self.tree_advantages = torch.tensor([r.advantage for r in records], dtype=out["advantages"].dtype,
-                                                device=out["advantages"].device)
-            out["advantages"] = self.tree_advantages
+            if per == "leaf":
+                adv = torch.tensor([r.advantage for r in records], dtype=like.dtype, device=like.device)
+            else:
+                width = out["completion_ids"].shape[1]
+                adv = torch.zeros(len(records), width, dtype=like.dtype, device=like.device)
+                for row, record in enumerate(records):
+                    values = record.token_advantages("segment")[:width]
+                    adv[row, : len(values)] = torch.tensor(values, dtype=like.dtype)
+            self.tree_advantages = adv
+            out["advantages"] = adv
             return out
 
     return TreeGRPOTrainer(**kwargs)
