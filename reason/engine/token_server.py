@@ -1,0 +1,112 @@
+"""The ``token_server`` backend: trees grown through someone else's async token-in/token-out generator.
+
+RL trainers own their rollout servers (verl's ``LLMServerClient``, OpenRLHF's vLLM engine actors)
+and sync the policy weights into them; a tree rollout inside such a trainer must sample from those
+servers, not from a model of its own. :class:`TokenServerEngine` wraps one async function
+``generate(prompt_ids, request, max_tokens) -> list[Sampled]`` (one sample per child, in order)
+that an adapter writes against its trainer's API. Every pending expansion of a :meth:`step` is sent
+at once and awaited together, so the server batches them and its prefix cache sees each path.
+
+The search itself is synchronous (it drives :meth:`step`); inside a trainer's event loop, run it in a
+worker thread (``await asyncio.to_thread(...)``) and give the engine that loop: each step's requests
+are then scheduled on the trainer's loop, where its clients live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from reason.engine.base import Engine, ExpandRequest, Outcome, Stop
+from reason.engine.outputs import Sampled, add_children, finish_reason, max_new_tokens, request_ids
+from reason.engine.text import decode, tokenize_prompt
+from reason.errors import ReasonError
+
+Generate = Callable[[list[int], ExpandRequest, int], Awaitable[list[Sampled]]]
+
+
+class TokenServerEngine(Engine):
+    """Tree expansion through an async ``generate`` function (see the module docstring).
+
+    Parameters:
+        generate: ``async generate(prompt_ids, request, max_tokens)`` returning ``request.n``
+            samples with per-token logprobs.
+        tokenizer: the policy's tokenizer (prompts and node text).
+        max_context: the servers' context length.
+        loop: the event loop the trainer's client lives on; None runs each step in a fresh loop.
+    """
+
+    name = "token_server"
+
+    def __init__(self, generate: Generate, tokenizer: Any, *, max_context: int,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__()
+        self.generate = generate
+        self.tokenizer = tokenizer
+        self.max_context = int(max_context)
+        self.loop = loop
+        self._queue: list[tuple[int, ExpandRequest, list[int], list[int]]] = []
+        self._tickets = 0
+
+    def tokenize_prompt(self, prompt: Any) -> tuple[list[int], str]:
+        return tokenize_prompt(self.tokenizer, prompt, len(self.tokenizer))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return decode(self.tokenizer, token_ids)
+
+    def submit(self, request: ExpandRequest) -> int:
+        ids = request_ids(request, self.max_context)
+        self._tickets += 1
+        self._queue.append((self._tickets, request, ids, request.tree.reserve_ids(request.n)))
+        return self._tickets
+
+    def has_work(self) -> bool:
+        return bool(self._queue)
+
+    def step(self) -> list[Outcome]:
+        """Send every queued expansion and wait for all of them."""
+        if not self._queue:
+            return []
+        started = time.perf_counter()
+        batch, self._queue = self._queue, []
+
+        async def run_all() -> list[Any]:
+            calls = [self.generate(ids, request, max_new_tokens(request.stop, self.max_context - len(ids)))
+                     for _, request, ids, _ in batch]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        if self.loop is None:
+            results = asyncio.run(run_all())
+        else:
+            results = asyncio.run_coroutine_threadsafe(run_all(), self.loop).result()
+        out: list[Outcome] = []
+        for (ticket, request, _, node_ids), result in zip(batch, results):
+            if isinstance(result, BaseException):
+                out.append(Outcome(ticket, [], result))
+                continue
+            try:
+                out.append(Outcome(ticket, add_children(self, request, node_ids, result)))
+            except ReasonError as exc:
+                out.append(Outcome(ticket, [], exc))
+        self.ledger.wall_seconds += time.perf_counter() - started
+        return out
+
+
+def finish_from_tokens(token_ids: Sequence[int], text: str, stop: Stop, eos_ids: Sequence[int]) -> str:
+    """The tree's finish reason of a sample from a server that reports none: its last token is an
+    end-of-sequence id, a stop token, or its text ends with a stop string; otherwise it hit a cap."""
+    last = token_ids[-1] if token_ids else None
+    if stop.eos and last in eos_ids:
+        return "eos"
+    if last in stop.token_ids or any(text.endswith(s) for s in stop.strings):
+        return "stop"
+    return finish_reason(None, None, stop, len(token_ids))
+
+
+def eos_token_ids(tokenizer: Any, extra: Sequence[int] = ()) -> list[int]:
+    """The end-of-sequence ids of ``tokenizer`` (and ``extra`` ones, e.g. a generation config's)."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    ids = list(eos) if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
+    return sorted(set(ids) | set(extra))
