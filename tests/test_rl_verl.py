@@ -12,20 +12,21 @@ import torch
 
 verl = pytest.importorskip("verl")
 
-from omegaconf import OmegaConf  # noqa: E402  (installed with verl)
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from verl import DataProto  # noqa: E402
-from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage  # noqa: E402
-from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
-from verl.workers.rollout.replica import TokenOutput  # noqa: E402
+from local_sampler import sample
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from verl import DataProto
+from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+from verl.trainer.ppo.ray_trainer import compute_advantage
+from verl.workers.rollout.replica import TokenOutput
 
-from reason.errors import ReasonError  # noqa: E402
-from rewards.base import VerifyItem  # noqa: E402
-from search.treepo import segment_advantages  # noqa: E402
-from reason.models import resolve_model  # noqa: E402
-from reason.rl.verl import TreeAgentLoopManager, groups_of  # noqa: E402
-from tasks.arith.problems import generate  # noqa: E402
-from tasks.arith.scorers import ArithVerifier  # noqa: E402
+from reason.errors import ReasonError
+from reason.models import resolve_model
+from reason.rl.verl import TreeAgentLoopManager, groups_of
+from rewards.base import VerifyItem
+from search.treepo import segment_advantages
+from tasks.arith.problems import generate
+from tasks.arith.scorers import ArithVerifier
 
 
 class LocalServerClient:
@@ -38,22 +39,11 @@ class LocalServerClient:
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
         self.calls.append(dict(sampling_params))
-        gen = torch.Generator().manual_seed(int(sampling_params["seed"] or 0))
-        ids = torch.tensor([prompt_ids])
-        out, lps = [], []
-        with torch.no_grad():
-            past = None
-            for _ in range(sampling_params["max_tokens"]):
-                res = self.model(ids if past is None else ids[:, -1:], past_key_values=past, use_cache=True)
-                past = res.past_key_values
-                logp = torch.log_softmax(res.logits[0, -1] / sampling_params["temperature"], dim=-1)
-                token = int(torch.multinomial(logp.exp(), 1, generator=gen))
-                out.append(token)
-                lps.append(float(logp[token]))
-                ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-                if token == self.tokenizer.eos_token_id:
-                    break
-        return TokenOutput(token_ids=out, log_probs=lps, stop_reason="completed")
+        assert sampling_params["stop"] is None  # the sampler below knows no stop strings
+        ids, lps, _ = sample(self.model, prompt_ids, max_tokens=sampling_params["max_tokens"],
+                             temperature=sampling_params["temperature"], seed=sampling_params["seed"],
+                             eos_id=self.tokenizer.eos_token_id)
+        return TokenOutput(token_ids=ids, log_probs=lps, stop_reason="completed")
 
 
 @pytest.fixture(scope="module")

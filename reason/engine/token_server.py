@@ -20,7 +20,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from reason.engine.base import Engine, ExpandRequest, Outcome, Stop
-from reason.engine.outputs import Sampled, add_children, finish_reason, max_new_tokens, request_ids
+from reason.engine.outputs import (
+    Sampled,
+    add_children,
+    finish_reason,
+    max_new_tokens,
+    request_ids,
+)
 from reason.engine.text import decode, tokenize_prompt
 from reason.errors import ReasonError
 

@@ -85,20 +85,7 @@ class VLLMEngine(Engine):
     def sampling_params(self, request: ExpandRequest, prompt_len: int) -> Any:
         """The ``vllm.SamplingParams`` of one expansion."""
         vllm = _import_vllm()
-        stop, sampling = request.stop, request.sampling
-        return vllm.SamplingParams(
-            n=request.n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else -1,
-            seed=sampling.seed,
-            max_tokens=max_new_tokens(stop, self.max_context - prompt_len),
-            stop=list(stop.strings) or None,
-            stop_token_ids=list(stop.token_ids) or None,
-            ignore_eos=not stop.eos,
-            include_stop_str_in_output=True,  # nodes keep the token that completes a stop string
-            logprobs=0,  # the sampled token's logprob only
-        )
+        return vllm.SamplingParams(**sampling_kwargs(request, max_new_tokens(request.stop, self.max_context - prompt_len)))
 
     def submit(self, request: ExpandRequest) -> int:
         ids = request_ids(request, self.max_context)
@@ -124,12 +111,34 @@ class VLLMEngine(Engine):
         out: list[Outcome] = []
         for (ticket, request, _, node_ids), result in zip(batch, results):
             try:
-                samples = [_sampled(o, request) for o in sorted(result.outputs, key=lambda o: o.index)]
-                out.append(Outcome(ticket, add_children(self, request, node_ids, samples)))
+                out.append(Outcome(ticket, add_children(self, request, node_ids, sampled_outputs(result, request))))
             except ReasonError as exc:
                 out.append(Outcome(ticket, [], exc))
         self.ledger.wall_seconds += time.perf_counter() - started
         return out
+
+
+def sampling_kwargs(request: ExpandRequest, max_tokens: int) -> dict[str, Any]:
+    """``vllm.SamplingParams`` keyword arguments of one expansion capped at ``max_tokens`` new tokens."""
+    stop, sampling = request.stop, request.sampling
+    return {
+        "n": request.n,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+        "seed": sampling.seed,
+        "max_tokens": max_tokens,
+        "stop": list(stop.strings) or None,
+        "stop_token_ids": list(stop.token_ids) or None,
+        "ignore_eos": not stop.eos,
+        "include_stop_str_in_output": True,  # nodes keep the token that completes a stop string
+        "logprobs": 0,  # the sampled token's logprob only
+    }
+
+
+def sampled_outputs(result: Any, request: ExpandRequest) -> list[Sampled]:
+    """The samples of a vLLM ``RequestOutput``, in output-index order."""
+    return [_sampled(o, request) for o in sorted(result.outputs, key=lambda o: o.index)]
 
 
 def _sampled(output: Any, request: ExpandRequest) -> Sampled:

@@ -45,7 +45,11 @@ from verl.utils.ray_utils import auto_await
 
 from reason.engine.base import ExpandRequest
 from reason.engine.outputs import Sampled
-from reason.engine.token_server import TokenServerEngine, eos_token_ids, finish_from_tokens
+from reason.engine.token_server import (
+    TokenServerEngine,
+    eos_token_ids,
+    finish_from_tokens,
+)
 from reason.errors import ReasonError
 from search.treepo import RolloutRecord
 
