@@ -1,21 +1,21 @@
 """The OpenRLHF agent executor against OpenRLHF's documented contract: ``execute`` called
 ``n_samples_per_prompt`` times concurrently per prompt on one engine actor, whose ``generate(token_ids,
 sampling_params)`` answers a vLLM ``RequestOutput``; each call returns a trajectory dict. OpenRLHF and
-vLLM do not install on CPU, so the engine actor is stood in for by the bundled arith model in process,
-answering in vLLM's output shape (README: "RL trainer adapters")."""
+vLLM do not install on CPU, so the engine actor is :class:`reason.rl.local.LocalEngineActor` (the
+bundled arith model in process, answering in vLLM's output shape) (README: "RL trainer adapters")."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from local_sampler import sample
+from reason.engine.hf import HFEngine
 from reason.errors import ReasonError
 from reason.models import resolve_model
+from reason.rl.local import LocalEngineActor
 from reason.rl.openrlhf import TreeAgentExecutor
 from tasks.arith.problems import generate
 
@@ -37,35 +37,10 @@ class SamplingParams:
     logprobs: int | None = None
 
 
-class EngineActor:
-    """OpenRLHF's vLLM engine actor ``generate`` contract, answered by the arith model."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
-        self.requests = 0
-
-    async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
-        assert isinstance(sampling_params, SamplingParams) and sampling_params.logprobs == 0
-        assert sampling_params.stop is None
-        self.requests += 1
-        outputs = []
-        for k in range(sampling_params.n):
-            ids, lps, eos = sample(self.model, prompt_token_ids, max_tokens=sampling_params.max_tokens,
-                                   temperature=sampling_params.temperature,
-                                   seed=hash((sampling_params.seed, k)) % 2**31, eos_id=self.tokenizer.eos_token_id)
-            outputs.append(SimpleNamespace(
-                index=k, token_ids=ids, text=self.tokenizer.decode(ids),
-                logprobs=[{t: SimpleNamespace(logprob=lp)} for t, lp in zip(ids, lps)],
-                finish_reason="stop" if eos else "length", stop_reason=None))
-        await asyncio.sleep(0)
-        return SimpleNamespace(outputs=outputs)
-
-
 @pytest.fixture(scope="module")
 def actor():
-    path = resolve_model("arith")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return EngineActor(AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval(), tokenizer), tokenizer
+    engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+    return LocalEngineActor(engine), engine.tokenizer
 
 
 def _run_group(executor, actor, tokenizer, problem, n):
@@ -93,9 +68,9 @@ def test_concurrent_calls_share_one_tree(actor, reward):
         obs, ranges = out["observation_tokens"], out["action_ranges"]
         assert obs[:len(prompt_ids)] == prompt_ids and len(out["rollout_log_probs"]) == len(obs)
         assert ranges[0][0] == len(prompt_ids) and ranges[-1][1] == len(obs)
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # segments tile the response
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # segments tile the response
         assert all(lp == 0.0 for lp in out["rollout_log_probs"][:len(prompt_ids)])
-        assert all(lp < 0.0 for lp in out["rollout_log_probs"][len(prompt_ids):])
+        assert all(lp <= 0.0 for lp in out["rollout_log_probs"][len(prompt_ids):])
         assert out["scores"] in (0.0, 1.0)
         expected = out["scores"] if reward == "reward" else out["extra_logs"]["tree_advantage"]
         assert out["reward"] == expected

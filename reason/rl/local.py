@@ -1,0 +1,53 @@
+"""An in-process stand-in for an RL trainer's vLLM engine actor, for dry runs on CPU.
+
+OpenRLHF's agent executors call ``await llm_engine.generate(prompt_token_ids, sampling_params)`` on a
+vLLM engine actor and read a ``RequestOutput``. :class:`LocalEngineActor` answers the same call from
+an :class:`~reason.engine.hf.HFEngine` (any local checkpoint, e.g. the bundled arith model), in
+vLLM's output shape, so an agent file can be run end to end without a GPU, vLLM or the trainer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from reason.engine.base import Sampling, Stop
+from reason.engine.hf import HFEngine
+
+
+class LocalEngineActor:
+    """``generate(prompt_token_ids, sampling_params)`` like OpenRLHF's vLLM engine actor, answered by
+    ``engine``. Calls run one at a time (the engine is not thread-safe); ``requests`` counts them."""
+
+    def __init__(self, engine: HFEngine) -> None:
+        self.engine = engine
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    async def generate(self, prompt_token_ids: list[int], sampling_params: Any, multi_modal_data: Any = None) -> Any:
+        """A vLLM-``RequestOutput``-shaped answer: ``outputs[k]`` with ``index``, ``token_ids``,
+        ``text``, ``logprobs`` (``[{token_id: Logprob}]``), ``finish_reason`` and ``stop_reason``."""
+        sp = sampling_params
+        stop = Stop.make(max_tokens=sp.max_tokens, strings=tuple(sp.stop or ()), token_ids=tuple(sp.stop_token_ids or ()),
+                         eos=not sp.ignore_eos)
+        sampling = Sampling.make(temperature=sp.temperature, top_p=sp.top_p, top_k=max(sp.top_k, 0), seed=sp.seed)
+        self.requests += 1
+
+        def expand() -> list[Any]:
+            with self._lock:
+                tree = self.engine.new_tree(list(prompt_token_ids))
+                return self.engine.expand(tree, tree.root, sp.n, stop, sampling)
+
+        children = await asyncio.to_thread(expand)
+        outputs = []
+        for k, child in enumerate(children):
+            ended = child.finish_reason in ("eos", "stop")
+            matched = next((s for s in stop.strings if child.text.endswith(s)), None)
+            outputs.append(SimpleNamespace(
+                index=k, token_ids=list(child.token_ids), text=child.text,
+                logprobs=[{t: SimpleNamespace(logprob=lp)} for t, lp in zip(child.token_ids, child.logprobs)],
+                finish_reason="stop" if ended else "length",
+                stop_reason=matched if child.finish_reason == "stop" else None))
+        return SimpleNamespace(prompt_token_ids=list(prompt_token_ids), outputs=outputs)
