@@ -34,26 +34,12 @@ class AgentExecutor(TreeAgentExecutor):
 def dry_run(group: int = 8) -> None:
     """One prompt's group of ``execute`` calls, as OpenRLHF's engine actor makes them."""
     import asyncio
-    from dataclasses import dataclass
 
     from reason.engine.hf import HFEngine
     from reason.models import resolve_model
-    from reason.rl.local import LocalEngineActor
+    from reason.rl.local import LocalEngineActor, SamplingParams
     from tasks.arith.problems import generate
 
-    @dataclass(kw_only=True)
-    class SamplingParams:  # the vllm.SamplingParams fields the executor sets
-        n: int = 1
-        temperature: float = 1.0
-        top_p: float = 1.0
-        top_k: int = -1
-        seed: int | None = None
-        max_tokens: int | None = 64
-        stop: list[str] | None = None
-        stop_token_ids: list[int] | None = None
-        ignore_eos: bool = False
-        include_stop_str_in_output: bool = False
-        logprobs: int | None = None
 
     engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
     actor = LocalEngineActor(engine)

@@ -8,33 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
 
 import pytest
 
 from reason.engine.hf import HFEngine
 from reason.errors import ReasonError
 from reason.models import resolve_model
-from reason.rl.local import LocalEngineActor
+from reason.rl.local import LocalEngineActor, SamplingParams
 from reason.rl.openrlhf import TreeAgentExecutor
 from tasks.arith.problems import generate
-
-
-@dataclass(kw_only=True)
-class SamplingParams:
-    """The ``vllm.SamplingParams`` fields the executor sets (keyword-only; unknown names fail)."""
-
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    seed: int | None = None
-    max_tokens: int | None = 16
-    stop: list[str] | None = None
-    stop_token_ids: list[int] | None = None
-    ignore_eos: bool = False
-    include_stop_str_in_output: bool = False
-    logprobs: int | None = None
 
 
 @pytest.fixture(scope="module")

@@ -15,25 +15,18 @@ are then scheduled on the trainer's loop, where its clients live.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reason.engine.base import Engine, ExpandRequest, Outcome, Stop
-from reason.engine.outputs import (
-    Sampled,
-    add_children,
-    finish_reason,
-    max_new_tokens,
-    request_ids,
-)
-from reason.engine.text import decode, tokenize_prompt
-from reason.errors import ReasonError
+from reason.engine.base import ExpandRequest, Stop
+from reason.engine.outputs import Sampled, finish_reason, max_new_tokens
+from reason.engine.queued import QueuedEngine
 
 Generate = Callable[[list[int], ExpandRequest, int], Awaitable[list[Sampled]]]
 
 
-class TokenServerEngine(Engine):
+class TokenServerEngine(QueuedEngine):
     """Tree expansion through an async ``generate`` function (see the module docstring).
 
     Parameters:
@@ -41,63 +34,33 @@ class TokenServerEngine(Engine):
             samples with per-token logprobs.
         tokenizer: the policy's tokenizer (prompts and node text).
         max_context: the servers' context length.
-        loop: the event loop the trainer's client lives on; None runs each step in a fresh loop.
+        loop: the event loop the trainer's client lives on; None runs each step's calls in a fresh loop.
     """
 
     name = "token_server"
 
     def __init__(self, generate: Generate, tokenizer: Any, *, max_context: int,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__()
+        super().__init__(tokenizer, max_context)
         self.generate = generate
-        self.tokenizer = tokenizer
-        self.max_context = int(max_context)
         self.loop = loop
-        self._queue: list[tuple[int, ExpandRequest, list[int], list[int]]] = []
-        self._tickets = 0
 
-    def tokenize_prompt(self, prompt: Any) -> tuple[list[int], str]:
-        return tokenize_prompt(self.tokenizer, prompt, len(self.tokenizer))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return decode(self.tokenizer, token_ids)
-
-    def submit(self, request: ExpandRequest) -> int:
-        ids = request_ids(request, self.max_context)
-        self._tickets += 1
-        self._queue.append((self._tickets, request, ids, request.tree.reserve_ids(request.n)))
-        return self._tickets
-
-    def has_work(self) -> bool:
-        return bool(self._queue)
-
-    def step(self) -> list[Outcome]:
-        """Send every queued expansion and wait for all of them."""
-        if not self._queue:
-            return []
-        started = time.perf_counter()
-        batch, self._queue = self._queue, []
+    def generate_all(self, batch: Sequence[tuple[ExpandRequest, list[int]]]) -> list[list[Sampled] | BaseException]:
+        """Send every queued expansion at once and wait for all of them."""
 
         async def run_all() -> list[Any]:
             calls = [self.generate(ids, request, max_new_tokens(request.stop, self.max_context - len(ids)))
-                     for _, request, ids, _ in batch]
+                     for request, ids in batch]
             return await asyncio.gather(*calls, return_exceptions=True)
 
-        if self.loop is None:
-            results = asyncio.run(run_all())
-        else:
-            results = asyncio.run_coroutine_threadsafe(run_all(), self.loop).result()
-        out: list[Outcome] = []
-        for (ticket, request, _, node_ids), result in zip(batch, results):
-            if isinstance(result, BaseException):
-                out.append(Outcome(ticket, [], result))
-                continue
-            try:
-                out.append(Outcome(ticket, add_children(self, request, node_ids, result)))
-            except ReasonError as exc:
-                out.append(Outcome(ticket, [], exc))
-        self.ledger.wall_seconds += time.perf_counter() - started
-        return out
+        if self.loop is not None:
+            return asyncio.run_coroutine_threadsafe(run_all(), self.loop).result()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(run_all())
+        with ThreadPoolExecutor(1) as pool:  # the search's own loop is running here: use a fresh one beside it
+            return pool.submit(asyncio.run, run_all()).result()
 
 
 def finish_from_tokens(token_ids: Sequence[int], text: str, stop: Stop, eos_ids: Sequence[int]) -> str:

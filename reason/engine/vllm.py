@@ -12,19 +12,12 @@ installed where this project's CI runs: the tests skip without it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from reason.engine.base import Engine, ExpandRequest, Outcome
-from reason.engine.outputs import (
-    Sampled,
-    add_children,
-    finish_reason,
-    max_new_tokens,
-    request_ids,
-)
-from reason.engine.text import decode, tokenize_prompt
+from reason.engine.base import ExpandRequest
+from reason.engine.outputs import Sampled, finish_reason, max_new_tokens
+from reason.engine.queued import QueuedEngine
 from reason.errors import ReasonError
 
 
@@ -36,7 +29,7 @@ def _import_vllm() -> Any:
     return vllm
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(QueuedEngine):
     """Tree expansion with ``vllm.LLM`` (see the module docstring).
 
     Parameters:
@@ -47,14 +40,10 @@ class VLLMEngine(Engine):
     name = "vllm"
 
     def __init__(self, llm: Any, *, max_context: int | None = None) -> None:
-        super().__init__()
-        self.llm = llm
-        self.tokenizer = llm.get_tokenizer()
         if max_context is None:
             max_context = llm.llm_engine.model_config.max_model_len
-        self.max_context = int(max_context)
-        self._queue: list[tuple[int, ExpandRequest, list[int], list[int]]] = []
-        self._tickets = 0
+        super().__init__(llm.get_tokenizer(), int(max_context))
+        self.llm = llm
 
     @classmethod
     def from_pretrained(cls, model: str, *, dtype: str = "auto", seed: int = 0, speculative: dict[str, Any] | None = None,
@@ -72,50 +61,20 @@ class VLLMEngine(Engine):
             options["speculative_config"] = dict(speculative)
         return cls(vllm.LLM(model=model, **options))
 
-    # -- text -----------------------------------------------------------------------------------
-
-    def tokenize_prompt(self, prompt: Any) -> tuple[list[int], str]:
-        return tokenize_prompt(self.tokenizer, prompt, len(self.tokenizer))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return decode(self.tokenizer, token_ids)
-
-    # -- requests -------------------------------------------------------------------------------
-
     def sampling_params(self, request: ExpandRequest, prompt_len: int) -> Any:
         """The ``vllm.SamplingParams`` of one expansion."""
         vllm = _import_vllm()
         return vllm.SamplingParams(**sampling_kwargs(request, max_new_tokens(request.stop, self.max_context - prompt_len)))
 
-    def submit(self, request: ExpandRequest) -> int:
-        ids = request_ids(request, self.max_context)
-        self._tickets += 1
-        self._queue.append((self._tickets, request, ids, request.tree.reserve_ids(request.n)))
-        return self._tickets
-
-    def has_work(self) -> bool:
-        return bool(self._queue)
-
-    def step(self) -> list[Outcome]:
-        """Generate every queued expansion in one ``LLM.generate`` call."""
-        if not self._queue:
-            return []
+    def generate_all(self, batch: Sequence[tuple[ExpandRequest, list[int]]]) -> list[list[Sampled] | BaseException]:
+        """Every queued expansion in one ``LLM.generate`` call."""
         _import_vllm()
         from vllm.inputs import TokensPrompt
 
-        started = time.perf_counter()
-        batch, self._queue = self._queue, []
-        prompts = [TokensPrompt(prompt_token_ids=ids) for _, _, ids, _ in batch]
-        params = [self.sampling_params(request, len(ids)) for _, request, ids, _ in batch]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for _, ids in batch]
+        params = [self.sampling_params(request, len(ids)) for request, ids in batch]
         results = self.llm.generate(prompts, params, use_tqdm=False)
-        out: list[Outcome] = []
-        for (ticket, request, _, node_ids), result in zip(batch, results):
-            try:
-                out.append(Outcome(ticket, add_children(self, request, node_ids, sampled_outputs(result, request))))
-            except ReasonError as exc:
-                out.append(Outcome(ticket, [], exc))
-        self.ledger.wall_seconds += time.perf_counter() - started
-        return out
+        return [sampled_outputs(result, request) for (request, _), result in zip(batch, results)]
 
 
 def sampling_kwargs(request: ExpandRequest, max_tokens: int) -> dict[str, Any]:

@@ -3,18 +3,38 @@
 OpenRLHF's agent executors call ``await llm_engine.generate(prompt_token_ids, sampling_params)`` on a
 vLLM engine actor and read a ``RequestOutput``. :class:`LocalEngineActor` answers the same call from
 an :class:`~reason.engine.hf.HFEngine` (any local checkpoint, e.g. the bundled arith model), in
-vLLM's output shape, so an agent file can be run end to end without a GPU, vLLM or the trainer.
+vLLM's output shape, so an agent file can be run end to end without a GPU, vLLM or the trainer;
+:class:`SamplingParams` stands in for ``vllm.SamplingParams``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 from reason.engine.base import Sampling, Stop
 from reason.engine.hf import HFEngine
+
+
+@dataclass(kw_only=True)
+class SamplingParams:
+    """The ``vllm.SamplingParams`` fields the adapters set, by vLLM's names (keyword-only, so an
+    unknown name fails), for dry runs where vLLM is not installed."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
+    max_tokens: int | None = 16
+    stop: list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    logprobs: int | None = None
 
 
 class LocalEngineActor:
