@@ -38,7 +38,7 @@ class LocalServerClient:
         self.calls: list[dict] = []
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
-        self.calls.append(dict(sampling_params))
+        self.calls.append(dict(sampling_params, request_id=request_id))
         assert sampling_params["stop"] is None  # the sampler below knows no stop strings
         ids, lps, _ = sample(self.model, prompt_ids, max_tokens=sampling_params["max_tokens"],
                              temperature=sampling_params["temperature"], seed=sampling_params["seed"],
@@ -92,6 +92,7 @@ def test_manager_batch_joins_the_trainer_batch(setup, advantage):
     joined = batch.repeat(4, interleave=True).union(out)
     assert len(joined) == 12 and joined.batch["responses"].shape == (12, 48)
     assert all(c["logprobs"] and c["max_tokens"] <= 48 for c in client.calls)
+    assert len({c["request_id"] for c in client.calls}) == 3  # one sticky routing id per tree
     mask = joined.batch["response_mask"]
     assert torch.equal(joined.batch["attention_mask"][:, 64:], mask)
     # the tree shared prefixes: fewer tokens generated than the leaves hold

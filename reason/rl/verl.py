@@ -169,19 +169,24 @@ class TreeAgentLoopManager(AgentLoopManager):
                   "logprobs": True, "stop": list(stop.strings) or None,
                   "stop_token_ids": list(stop.token_ids) or None, "ignore_eos": not stop.eos,
                   "include_stop_str_in_output": True}
-        samples = []
-        for k in range(request.n):  # verl's servers answer one sample per call
+        # One routing id per tree: verl's client sends every call with the same id to the same server,
+        # whose prefix cache then holds the tree's shared paths. vLLM gets its own fresh ids, except
+        # under full_determinism, where verl passes the id through and each call needs its own.
+        sticky = f"reason-tree-{id(request.tree)}"
+        distinct = bool(self.rollout_config.get("full_determinism", False))
+
+        async def one(k: int) -> Sampled:  # verl's servers answer one sample per call
             seed = None if sampling.seed is None else sampling.seed + k
-            out = await self.llm_client.generate(f"tree-{id(request.tree)}-{request.node.id}-{k}", prompt_ids=prompt_ids,
-                                                 sampling_params={**params, "seed": seed})
+            out = await self.llm_client.generate(f"{sticky}-{request.node.id}-{k}" if distinct else sticky,
+                                                 prompt_ids=prompt_ids, sampling_params={**params, "seed": seed})
             ids = list(out.token_ids)
             if out.log_probs is None or len(out.log_probs) != len(ids):
                 raise ReasonError("rollout.calculate_log_probs", "the server returned no per-token logprobs",
                                   "set actor_rollout_ref.rollout.calculate_log_probs=True")
             text = self.tokenizer.decode(ids, skip_special_tokens=False)
-            samples.append(Sampled(ids, [float(x) for x in out.log_probs],
-                                   finish_from_tokens(ids, text, stop, self.eos_ids)))
-        return samples
+            return Sampled(ids, [float(x) for x in out.log_probs], finish_from_tokens(ids, text, stop, self.eos_ids))
+
+        return list(await asyncio.gather(*[one(k) for k in range(request.n)]))
 
     @auto_await
     async def generate_sequences(self, prompts: DataProto) -> DataProto:
