@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--advantages", choices=("tree", "segment", "grpo"), default="grpo",
                         help="tree: each leaf's aggregated tree advantage; segment: each token its segment's "
                              "credit; grpo: TRL's group-normalised rewards")
+    parser.add_argument("--segment-tokens", type=int, default=8, help="TreePO segment length")
+    parser.add_argument("--first-divergence", default="2-8",
+                        help="TreePO branches at the root: a number, or LOW-HIGH drawn per tree")
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/grpo_arith")
@@ -77,7 +80,10 @@ def main() -> None:
 
     answers = {p.prompt: str(p.answer) for p in train}
     if args.rollout == "treepo":
-        rollout = TreeRollout(answers=answers, seed=args.seed, segment_tokens=8, max_tokens=96)
+        low, _, high = args.first_divergence.partition("-")
+        first = (int(low), int(high)) if high else int(low)
+        rollout = TreeRollout(answers=answers, seed=args.seed, segment_tokens=args.segment_tokens,
+                              first_divergence=first, max_tokens=96)
     else:
         rollout = TreeRollout(strategy="best_of_n", answers=answers, seed=args.seed, select="majority", max_tokens=96)
     config = GRPOConfig(output_dir=args.out, per_device_train_batch_size=args.group * args.prompts,
