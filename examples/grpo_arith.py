@@ -81,6 +81,8 @@ def main() -> None:
     answers = {p.prompt: str(p.answer) for p in train}
     if args.rollout == "treepo":
         low, _, high = args.first_divergence.partition("-")
+        if not (low.isdigit() and (not high or high.isdigit())):
+            parser.error(f"--first-divergence: {args.first_divergence!r} is not a number or LOW-HIGH (e.g. 2 or 2-8)")
         first = (int(low), int(high)) if high else int(low)
         rollout = TreeRollout(answers=answers, seed=args.seed, segment_tokens=args.segment_tokens,
                               first_divergence=first, max_tokens=96)
