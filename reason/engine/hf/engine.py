@@ -20,6 +20,7 @@ token is fed once however many children it gets, and siblings attend to their pa
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,10 @@ class HFEngine(Engine):
         self.model = model
         self.tokenizer = tokenizer
         self.base = getattr(model, model.base_model_prefix)
+        # transformers renamed the forward's cache argument (past_key_values -> cache, the old name
+        # deprecated since 5.2x and due to go in 5.40): pass whichever this model's forward takes.
+        params = inspect.signature(self.base.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.head = model.get_output_embeddings()
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.config = cfg
@@ -556,8 +561,8 @@ class HFEngine(Engine):
                 input_ids=batch.input_ids,
                 attention_mask=batch.mask,
                 position_ids=batch.position_ids,
-                past_key_values=cache,
                 use_cache=True,
+                **{self._cache_arg: cache},
             )
             return out.last_hidden_state[batch.gather_rows, batch.gather_cols]
 
