@@ -7,11 +7,8 @@ import pytest
 import reason
 from reason.engine.base import Stop
 from reason.engine.hf import HFEngine
-from reason.engine.token_server import (
-    TokenServerEngine,
-    eos_token_ids,
-    finish_from_tokens,
-)
+from reason.engine.text import eos_token_ids
+from reason.engine.token_server import TokenServerEngine, finish_from_tokens
 from reason.engine.vllm import sampled_outputs, sampling_kwargs
 from reason.errors import ReasonError
 from reason.models import resolve_model
@@ -39,7 +36,7 @@ def test_search_without_a_trainer_loop(hf):
     records = reason.rollout(engine, ["7+8\n", "3*4\n"], strategy="treepo", n=4, answers=["15", "12"], verifier="arith",
                              segment_tokens=8, first_divergence=2, seed=1)
     assert len(records) == 8 and all(r.completion_ids and len(r.logprobs) == len(r.completion_ids) for r in records)
-    # both prompts' expansions of a round go out in the same step: fewer steps than requests
+    # siblings share their path: the engine generated fewer tokens than the leaves hold
     assert engine.ledger.generated_tokens < sum(len(r.completion_ids) for r in records)
     assert actor.requests > 0
     # the same seed gives the same tree
@@ -58,8 +55,8 @@ def test_a_failing_server_call_is_the_request_error(hf):
 
 
 def test_finish_reasons_from_tokens_alone():
-    eos = eos_token_ids(type("T", (), {"eos_token_id": 2})(), extra=[5])
-    assert eos == [2, 5]
+    eos = eos_token_ids(type("T", (), {"eos_token_id": 2})(), type("G", (), {"eos_token_id": [5, 2]})(), None)
+    assert eos == {2, 5}
     assert finish_from_tokens([9, 2], "x", Stop(), eos) == "eos"
     assert finish_from_tokens([9, 7], "x", Stop(token_ids=(7,)), eos) == "stop"
     assert finish_from_tokens([9, 9], "a\n\n", Stop(strings=("\n\n",)), eos) == "stop"

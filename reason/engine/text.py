@@ -36,6 +36,17 @@ def check_token_ids(ids: Sequence[int], vocab_size: int | None, field: str = "pr
         raise ReasonError(field, f"token id {bad[0]} is outside the vocabulary ({top})", "check the ids")
 
 
+def eos_token_ids(*owners: Any) -> set[int]:
+    """The end-of-sequence ids the ``owners`` name (tokenizers, generation configs; None is skipped):
+    each one's ``eos_token_id``, an id or a list of ids."""
+    ids: set[int] = set()
+    for owner in owners:
+        eos = getattr(owner, "eos_token_id", None)
+        if eos is not None:
+            ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return ids
+
+
 def decode(tokenizer: Any, token_ids: Sequence[int]) -> str:
     """Text of ``token_ids``, special tokens kept."""
     return tokenizer.decode(list(token_ids), skip_special_tokens=False)

@@ -15,7 +15,7 @@ are then scheduled on the trainer's loop, where its clients live.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -63,7 +63,7 @@ class TokenServerEngine(QueuedEngine):
             return pool.submit(asyncio.run, run_all()).result()
 
 
-def finish_from_tokens(token_ids: Sequence[int], text: str, stop: Stop, eos_ids: Sequence[int]) -> str:
+def finish_from_tokens(token_ids: Sequence[int], text: str, stop: Stop, eos_ids: Collection[int]) -> str:
     """The tree's finish reason of a sample from a server that reports none: its last token is an
     end-of-sequence id, a stop token, or its text ends with a stop string; otherwise it hit a cap."""
     last = token_ids[-1] if token_ids else None
@@ -72,10 +72,3 @@ def finish_from_tokens(token_ids: Sequence[int], text: str, stop: Stop, eos_ids:
     if last in stop.token_ids or any(text.endswith(s) for s in stop.strings):
         return "stop"
     return finish_reason(None, None, stop, len(token_ids))
-
-
-def eos_token_ids(tokenizer: Any, extra: Sequence[int] = ()) -> list[int]:
-    """The end-of-sequence ids of ``tokenizer`` (and ``extra`` ones, e.g. a generation config's)."""
-    eos = getattr(tokenizer, "eos_token_id", None)
-    ids = list(eos) if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
-    return sorted(set(ids) | set(extra))

@@ -12,7 +12,7 @@ leaf. Each returns OpenRLHF's trajectory dict: ``observation_tokens`` (prompt + 
 
 OpenRLHF takes one scalar reward per trajectory and computes advantages within the
 ``n_samples_per_prompt`` group itself. ``reward="reward"`` returns the verifier's reward (use any
-group estimator, e.g. ``--algo.advantage.estimator group_norm``); ``reward="tree"`` returns the
+group-relative estimator such as OpenRLHF's ``group_norm``); ``reward="tree"`` returns the
 leaf's aggregated tree advantage, to be trained on as is (``reinforce``); ``scores`` always holds the
 verifier's reward. Per-segment advantages would need OpenRLHF's trainer changed.
 """

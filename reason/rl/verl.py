@@ -45,11 +45,8 @@ from verl.utils.ray_utils import auto_await
 
 from reason.engine.base import ExpandRequest
 from reason.engine.outputs import Sampled
-from reason.engine.token_server import (
-    TokenServerEngine,
-    eos_token_ids,
-    finish_from_tokens,
-)
+from reason.engine.text import eos_token_ids
+from reason.engine.token_server import TokenServerEngine, finish_from_tokens
 from reason.errors import ReasonError
 from search.treepo import RolloutRecord
 
@@ -183,7 +180,7 @@ class TreeAgentLoopManager(AgentLoopManager):
             if out.log_probs is None or len(out.log_probs) != len(ids):
                 raise ReasonError("rollout.calculate_log_probs", "the server returned no per-token logprobs",
                                   "set actor_rollout_ref.rollout.calculate_log_probs=True")
-            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+            text = self.tokenizer.decode(ids, skip_special_tokens=False) if stop.strings else ""  # only to find stop strings
             return Sampled(ids, [float(x) for x in out.log_probs], finish_from_tokens(ids, text, stop, self.eos_ids))
 
         return list(await asyncio.gather(*[one(k) for k in range(request.n)]))

@@ -36,7 +36,7 @@ from reason.engine.hf.kv import KVPool, NodeKV, NodeStore, PoolCache
 from reason.engine.hf.loader import load_model_and_tokenizer
 from reason.engine.hf.sampler import choose_tokens
 from reason.engine.stops import StopChecker
-from reason.engine.text import decode, tokenize_prompt
+from reason.engine.text import decode, eos_token_ids, tokenize_prompt
 from reason.errors import ReasonError
 from reason.seeding import derive_seed, fresh_seed, uniform
 from reason.tree import Node, Tree
@@ -224,13 +224,7 @@ class HFEngine(Engine):
         return limit
 
     def _eos_ids(self) -> set[int]:
-        ids: set[int] = set()
-        gen = getattr(self.model, "generation_config", None)
-        for source in (getattr(gen, "eos_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
-            if source is None:
-                continue
-            ids.update(source if isinstance(source, (list, tuple)) else [source])
-        return ids
+        return eos_token_ids(getattr(self.model, "generation_config", None), self.tokenizer)
 
     # -- text -----------------------------------------------------------------------------------
 
