@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from reason.engine.base import Sampling, Stop
-from reason.engine.hf import HFEngine
-from reason.generate import generate as engine_generate
-from reason.models import resolve_model
+from reason.core.engine.base import Sampling, Stop
+from reason.core.engine.hf import HFEngine
+from reason.shortcuts import generate as engine_generate
+from tasks.registry import resolve_model
 from rewards.catalog import load_prm
-from search.solve import solve_many
+from reason.shortcuts import solve_many
 from tasks.arith.problems import generate as arith_problems
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from reason.engine.base import ExpandRequest, Sampling, Stop
-from reason.engine.hf import HFEngine
-from reason.tiny import build_tokenizer
+from reason.core.engine.base import ExpandRequest, Sampling, Stop
+from reason.core.engine.hf import HFEngine
+from reason.core.tiny import build_tokenizer
 
 SYSTEM = (
     "You are a careful competition mathematician. Solve the problem step by step, separating steps "

@@ -17,8 +17,8 @@ import statistics
 import time
 
 import reason
-from reason.engine.hf import HFEngine
-from reason.models import resolve_model
+from reason.core.engine.hf import HFEngine
+from tasks.registry import resolve_model
 from tasks.arith.problems import generate
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from reason.engine.remote import OpenAIEngine
-from reason.models import resolve_model
+from reason.core.engine.openai import OpenAIEngine
+from tasks.registry import resolve_model
 from rewards.catalog import load_prm
-from search.solve import solve_many
+from reason.shortcuts import solve_many
 from tasks.arith.problems import generate
 
 

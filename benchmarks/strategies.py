@@ -11,10 +11,10 @@ import argparse
 import math
 import time
 
-from reason.engine.hf import HFEngine
-from reason.models import resolve_model
+from reason.core.engine.hf import HFEngine
+from tasks.registry import resolve_model
 from rewards.catalog import load_prm, load_value
-from search.solve import solve_many
+from reason.shortcuts import solve_many
 from tasks.arith.problems import generate
 
 

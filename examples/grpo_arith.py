@@ -24,8 +24,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 def held_out_accuracy(model, tokenizer, problems, seed: int = 0) -> tuple[float, float, float]:
     """Accuracy of one sample per problem, with a 95% bootstrap interval."""
-    from reason.engine.hf import HFEngine
-    from search.solve import solve_many
+    from reason.core.engine.hf import HFEngine
+    from reason.shortcuts import solve_many
 
     was_training = model.training
     model.eval()
@@ -61,7 +61,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from reason.models import resolve_model
+    from tasks.registry import resolve_model
     from reason.rl.trl import TreeRollout, tree_grpo_trainer
     from rewards import verifiers
     from rewards.base import VerifyItem

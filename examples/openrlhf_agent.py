@@ -35,8 +35,8 @@ def dry_run(group: int = 8) -> None:
     """One prompt's group of ``execute`` calls, as OpenRLHF's engine actor makes them."""
     import asyncio
 
-    from reason.engine.hf import HFEngine
-    from reason.models import resolve_model
+    from reason.core.engine.hf import HFEngine
+    from tasks.registry import resolve_model
     from reason.rl.local import LocalEngineActor, SamplingParams
     from tasks.arith.problems import generate
 

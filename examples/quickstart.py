@@ -11,8 +11,8 @@ import asyncio
 import tempfile
 
 from reason import Sampling, Stop, load_engine
-from reason.context import Runner
-from reason.tiny import save_tiny_checkpoint
+from reason.core.context import Runner
+from reason.core.tiny import save_tiny_checkpoint
 
 STEP = Stop(strings=("\n",), max_tokens=24)
 

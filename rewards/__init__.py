@@ -1,6 +1,6 @@
 """Scorers: process reward models, outcome verifiers and value models, registered by name."""
 
-from reason.registry import Registry
+from reason.core.registry import Registry
 
 prms: Registry = Registry("prm")
 verifiers: Registry = Registry("verifier")

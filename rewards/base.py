@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 
 
 @dataclass

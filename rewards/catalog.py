@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from reason.errors import ReasonError
-from rewards import prms, value_models, verifiers
+from reason.core.errors import ReasonError
+from rewards import prms, value_models
 from rewards.base import ProcessRewardModel, ValueModel
+from rewards.value import LMValueModel, PRMValue
 
 DEFAULT_CHECKPOINTS = {
     "qwen": "Qwen/Qwen2.5-Math-PRM-7B",
@@ -60,50 +61,9 @@ for _name, _path in {
     prms.add(_name, _adapter(_name, _path))
 
 
-@prms.register("arith")
-def _arith_prm(path: str | None = None, **options: Any) -> ProcessRewardModel:
-    """The exact arith step checker (no checkpoint)."""
-    if path:
-        raise ReasonError("prm", "'arith' takes no checkpoint", "use --prm arith")
-    from tasks.arith.scorers import ArithPRM
-
-    return ArithPRM(**options)
-
-
-def _arith_verifier(**options: Any):
-    """The exact arith answer checker."""
-    from tasks.arith.scorers import ArithVerifier
-
-    return ArithVerifier(**options)
-
-
-verifiers.add("arith", _arith_verifier)
-
-
-@value_models.register("arith")
-def _arith_value(path: str | None = None, **options: Any) -> ValueModel:
-    """The bundled arith value model (learned from the bundled policy's rollouts)."""
-    from rewards.value import LMValueModel
-    from tasks.arith.train_value import PROMPT_FORMAT
-
-    options.setdefault("prompt_format", PROMPT_FORMAT)
-    options.setdefault("dtype", "float32")
-    return LMValueModel.from_pretrained(path or _bundled("value"), **options)
-
-
-def _bundled(sub: str) -> str:
-    from importlib.resources import files
-
-    from reason.models import resolve_model
-
-    return resolve_model("arith") if sub == "model" else str(files("tasks.arith").joinpath(sub))
-
-
 @value_models.register("lm")
 def _lm_value(path: str | None = None, **options: Any) -> ValueModel:
     """A scalar-head causal LM (token or sequence classification, one label)."""
-    from rewards.value import LMValueModel
-
     return LMValueModel.from_pretrained(_checkpoint("lm", path, "value"), **options)
 
 
@@ -120,7 +80,5 @@ def load_value(spec: str, *, prm: ProcessRewardModel | None = None, **options: A
     if name == "prm":
         if prm is None:
             raise ReasonError("value", "'prm' needs a PRM", "also pass --prm NAME[=PATH]")
-        from rewards.value import PRMValue
-
         return PRMValue(prm, **options)
     return value_models.get(name)(path, **options)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards import verifiers
 from rewards.base import OutcomeVerifier, VerifyItem
 

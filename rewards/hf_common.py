@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from reason.engine.hf.loader import checkpoint_name, resolve_device, resolve_dtype
-from reason.errors import ReasonError
+from reason.core.engine.hf.loader import checkpoint_name, resolve_device, resolve_dtype
+from reason.core.errors import ReasonError
 
 
 def load_tokenizer(name: str, *, field: str = "prm", trust_remote_code: bool = False):

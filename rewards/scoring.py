@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from reason.errors import ReasonError
-from reason.tree import Node, Tree
+from reason.core.errors import ReasonError
+from reason.core.tree import Node, Tree
 from rewards.base import ProcessRewardModel, ValueModel
 
 AGGREGATIONS = ("last", "min", "prod", "mean", "model")

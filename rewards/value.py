@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards.base import ProcessRewardModel, ValueModel, Values
 from rewards.hf_common import (
     left_truncate,

@@ -1,9 +1,9 @@
 """Search strategies over the shared tree (best-of-N, beam, MCTS, A*, particle filtering, TreePO, ...).
 
-Strategies are registered by name in :data:`strategies` and run through :mod:`reason.context`.
+Strategies are registered by name in :data:`strategies` and run through :mod:`reason.core.context`.
 """
 
-from reason.registry import Registry
+from reason.core.registry import Registry
 
 strategies: Registry = Registry("strategy")
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
-from reason.context import SearchContext
-from reason.engine.base import Sampling, Stop
-from reason.errors import ReasonError
-from reason.tree import Node
+from reason.core.context import SearchContext
+from reason.core.engine.base import Sampling, Stop
+from reason.core.errors import ReasonError
+from reason.core.tree import Node
 from search import strategies
 from search.basic import finish
 from search.budget import Budget

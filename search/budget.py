@@ -6,7 +6,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reason.tree import Tree
+from reason.core.tree import Tree
 
 
 class Budget(BaseModel):

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reason.budget import Ledger
-from reason.tree import Tree
+from reason.core.ledger import Ledger
+from reason.core.tree import Tree
 
 
 class Candidate(BaseModel):

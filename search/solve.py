@@ -1,5 +1,5 @@
-"""``solve``: run a named strategy on problems, many at once over one engine (the library twin of
-``reason solve``)."""
+"""Run a named strategy on problems of one domain, many at once over one engine (what ``reason solve``,
+``reason eval`` and the rollouts call; the name-based shortcuts live in :mod:`reason.shortcuts`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reason.context import Runner, SearchContext
-from reason.engine.base import Engine, Stop
-from reason.errors import ReasonError
+from reason.core.context import Runner, SearchContext
+from reason.core.engine.base import Engine, Stop
+from reason.core.errors import ReasonError
+from rewards.scoring import NodeScorer, NodeValuer
 from search import strategies
 from search.budget import Budget
+from search.domain import Domain, Problem
 from search.result import SearchResult
-from tasks.domains import Domain
-from tasks.problem import Problem
 
 
 def make_budget(budget: int | Budget) -> Budget:
@@ -44,23 +44,6 @@ def check_options(name: str, options: dict[str, Any]) -> None:
             raise ReasonError("option", f"strategy {name!r} has no option {key!r}", f"use one of: {', '.join(known) or 'none'}")
 
 
-def solve_many(
-    engine: Engine,
-    questions: Sequence[str],
-    *,
-    suite: str = "arith",
-    seed: int = 0,
-    **options: Any,
-) -> list[SearchResult]:
-    """Solve every question of domain ``suite`` concurrently (their requests batch together); the
-    i-th gets seed ``seed + i``. ``options`` are those of :func:`solve_problems`."""
-    from tasks.domains import domains
-
-    domain = domains.get(suite)
-    problems = [domain.make_problem(q) for q in questions]
-    return solve_problems(engine, problems, domain=domain, seeds=[seed + i for i in range(len(problems))], **options)
-
-
 def solve_problems(
     engine: Engine,
     problems: Sequence[Problem],
@@ -85,8 +68,6 @@ def solve_problems(
     keep results even if a later problem fails. ``params`` go to the strategy (after the domain's
     hints: step delimiter, segment length, answer check).
     """
-    from rewards.scoring import NodeScorer, NodeValuer
-
     run = strategies.get(strategy)
     plan = make_budget(budget)
     runner = Runner(engine)
@@ -114,8 +95,3 @@ def solve_problems(
         return result
 
     return runner.run([one(i, ctx) for i, ctx in enumerate(contexts)])
-
-
-def solve(engine: Engine, question: str, **options: Any) -> SearchResult:
-    """Solve one question (see :func:`solve_many`)."""
-    return solve_many(engine, [question], **options)[0]

@@ -41,17 +41,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reason.context import Runner, SearchContext
-from reason.engine.base import Engine, Sampling, Stop
-from reason.errors import ReasonError
-from reason.tree import Node, Tree
+from reason.core.context import Runner, SearchContext
+from reason.core.engine.base import Engine, Sampling, Stop
+from reason.core.errors import ReasonError
+from reason.core.tree import Node, Tree
 from search import strategies
 from search.basic import SELECTIONS, choose, finish
 from search.budget import Budget
+from search.records import (
+    WEIGHTINGS,
+    RolloutRecord,
+    leaf_records,
+    reward_source,
+    tree_advantages,
+)
 
 POLICIES = ("fixed", "low_prob", "high_prob")
 FALLBACKS = ("random", "min_logprob")
-WEIGHTINGS = ("group_size", "average")
 # Finish quality, best first: the order finished paths are re-branched in.
 PRIORITY = {"answer": 0, "eos": 1, "stop": 1, "length": 2, "max_depth": 3, "repetition": 4}
 
@@ -89,56 +95,6 @@ def path_weights(logprobs: Sequence[float], policy: str, temperature: float) -> 
     logits = [sign * (lp - low) / temperature for lp in logprobs]
     top = max(logits)
     return [math.exp(x - top) for x in logits]
-
-
-def tree_advantages(paths: Sequence[Sequence[int]], rewards: Sequence[float],
-                    weighting: str = "group_size") -> tuple[list[float], list[list[float | None]]]:
-    """TreePO's segment-level advantages (module docstring) of leaves given by their ``paths``
-    (node ids from the root to the leaf). Returns the aggregated advantage of each leaf and its
-    per-depth ``A_{i,d}`` (None where the subgroup is only the leaf itself)."""
-    if weighting not in WEIGHTINGS:
-        raise ReasonError("weighting", f"unknown advantage weighting {weighting!r}", f"use one of {', '.join(WEIGHTINGS)}")
-    if len(paths) != len(rewards):
-        raise ReasonError("rewards", f"has {len(rewards)} entries for {len(paths)} leaves", "give one reward per leaf")
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, path in enumerate(paths):
-        for d in range(len(path) - 1):
-            groups.setdefault(tuple(path[: d + 1]), []).append(i)
-    aggregated, per_depth = [], []
-    for i, path in enumerate(paths):
-        terms: list[tuple[float, int]] = []
-        depths: list[float | None] = []
-        for d in range(max(len(path) - 1, 1)):
-            members = groups.get(tuple(path[: d + 1]), [i])
-            if d > 0 and len(members) < 2:
-                depths.append(None)
-                continue
-            adv = rewards[i] - sum(rewards[j] for j in members) / len(members)
-            terms.append((adv, len(members)))
-            depths.append(adv)
-        if weighting == "group_size":
-            aggregated.append(sum(a * g for a, g in terms) / sum(g for _, g in terms))
-        else:
-            aggregated.append(sum(a for a, _ in terms) / len(terms))
-        per_depth.append(depths)
-    return aggregated, per_depth
-
-
-def segment_advantages(paths: Sequence[Sequence[int]], rewards: Sequence[float]) -> list[list[float]]:
-    """Per-segment credit for leaves given by their ``paths`` (node ids from the root to the leaf):
-    segment ``k`` of a leaf (node ``path[k + 1]``) gets the mean reward of the leaves below that node
-    minus the mean reward of the leaves below its parent, a Monte-Carlo estimate of how much taking
-    that segment changed the expected reward. A leaf's segment advantages sum to its reward minus the
-    mean of all leaves, so a one-segment tree (independent samples) gives GRPO's unnormalised
-    advantage, and segments every sibling shares get zero."""
-    if len(paths) != len(rewards):
-        raise ReasonError("rewards", f"has {len(rewards)} entries for {len(paths)} leaves", "give one reward per leaf")
-    below: dict[tuple[int, ...], list[float]] = {}
-    for path, r in zip(paths, rewards):
-        for d in range(1, len(path) + 1):
-            below.setdefault(tuple(path[:d]), []).append(float(r))
-    mean = {key: sum(v) / len(v) for key, v in below.items()}
-    return [[mean[tuple(path[: k + 2])] - mean[tuple(path[: k + 1])] for k in range(len(path) - 1)] for path in paths]
 
 
 class TreeGrowth(BaseModel):
@@ -318,41 +274,6 @@ async def treepo(ctx: SearchContext, budget: Budget, *, extract: Callable[[str],
                   rewards=rewards, advantages=advantages, **growth.model_dump(exclude={"leaf_ids"}))
 
 
-class RolloutRecord(BaseModel):
-    """One TreePO leaf as an RL trainer wants it.
-
-    ``segment_ends[k]`` is the offset in ``completion_ids`` where segment ``k`` ends; ``path`` is
-    the node ids from the root to the leaf (leaves sharing a path prefix shared those segments);
-    ``depth_advantages[d]`` is ``A_{i,d}`` (None where the leaf's subgroup at depth ``d`` is itself);
-    ``segment_advantages[k]`` is segment ``k``'s credit from :func:`segment_advantages`.
-    """
-
-    prompt_index: int
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    logprobs: list[float]
-    segment_ends: list[int]
-    path: list[int]
-    finish_reason: str | None
-    text: str
-    reward: float
-    advantage: float
-    depth_advantages: list[float | None]
-    segment_advantages: list[float]
-
-    def token_advantages(self, per: str = "segment") -> list[float]:
-        """One advantage per completion token: each token gets its segment's advantage
-        (``per="segment"``) or the leaf's aggregated tree advantage (``per="leaf"``)."""
-        if per == "leaf":
-            return [self.advantage] * len(self.completion_ids)
-        if per != "segment":
-            raise ReasonError("per", f"unknown advantage granularity {per!r}", "use 'segment' or 'leaf'")
-        out: list[float] = []
-        for end, adv in zip(self.segment_ends, self.segment_advantages):
-            out += [adv] * (end - len(out))
-        return out
-
-
 def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Callable[[int, str], float] | None = None,
             answers: Sequence[str] | None = None, verifier: Any = None, seed: int = 0,
             weighting: str = "group_size", segment_tokens: int = 512, max_tokens: int | None = 1024,
@@ -362,8 +283,6 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Call
     ``verifier`` (an :class:`~rewards.base.OutcomeVerifier`, or a verifier name such as ``"arith"``)
     against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``, ``policy``, ...).
     Returns the records of every prompt in order, leaves in finishing order."""
-    from search.rollout import leaf_records, reward_source
-
     verifier = reward_source(reward, answers, verifier, len(prompts))
     runner = Runner(engine)
     contexts = [runner.context(p, seed=seed + i) for i, p in enumerate(prompts)]

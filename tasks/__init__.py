@@ -1,16 +1,13 @@
-"""Problem suites (math500, aime24, aime25, arith), prompts, grading and metrics, registered by name."""
+"""Problem suites (math500, aime24, aime25, arith), prompts, grading, evaluation and metrics.
 
-from reason.registry import Registry
+Every suite is a :class:`~tasks.registry.Task` in :data:`~tasks.registry.tasks`; importing this
+package registers them all (and the arith scorers in :mod:`rewards`' registries).
+"""
 
-suites: Registry = Registry("suite")
+from tasks.registry import Task, get_domain, get_task, load_suite, resolve_model, tasks
 
-__all__ = ["suites"]
+__all__ = ["Task", "get_domain", "get_task", "load_suite", "resolve_model", "tasks"]
 
-
-def load_suite(spec: str, **options):
-    """The problems of suite ``spec`` (``name`` or ``name:argument``, e.g. ``arith:3``)."""
-    from tasks import math_suites as _math  # noqa: F401  (registers math500, aime24, aime25)
-    from tasks.arith import suite as _arith  # noqa: F401  (registers "arith")
-
-    name, _, arg = spec.partition(":")
-    return suites.get(name)(arg or None, **options)
+# Registrations (after the registry exists).
+from tasks import math_suites  # noqa: E402,F401
+from tasks.arith import task as _arith  # noqa: E402,F401

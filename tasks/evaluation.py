@@ -19,9 +19,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from reason.errors import ReasonError
-from reason.seeding import derive_seed
-from tasks.problem import Problem
+from reason.core.errors import ReasonError
+from reason.core.seeding import derive_seed
+from rewards.base import VerifyItem
+from search.domain import Problem
+from search.solve import check_options, solve_problems
 
 
 class EvalConfig(BaseModel):
@@ -141,8 +143,6 @@ def read_records(path: str | Path, config_hash: str | None = None) -> list[EvalR
 
 def grade(verifier: Any, problem: Problem, texts: Sequence[str]) -> list[bool]:
     """Whether each response text is correct for ``problem``."""
-    from rewards.base import VerifyItem
-
     scores = verifier.verify_batch([VerifyItem(problem.question, t, problem.answer) for t in texts])
     return [s >= 0.5 for s in scores]
 
@@ -154,8 +154,6 @@ def evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budge
     """Run ``config.strategy`` on ``problems`` at each budget; return every record of the run (those
     found in ``out`` and the new ones). Each record is appended to ``out`` and flushed as soon as
     its problem finishes, and handed to ``on_record``. ``batch_size`` problems search at once."""
-    from search.solve import check_options, solve_problems
-
     check_options(config.strategy, config.options)
     digest = config.digest()
     indexed = list(enumerate(problems))

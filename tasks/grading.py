@@ -8,7 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
+from rewards import verifiers
+from rewards.base import VerifyItem
+from tasks.registry import get_domain, load_suite
 
 
 class GradeReport(BaseModel):
@@ -34,16 +37,11 @@ class GradeReport(BaseModel):
 def grade_predictions(suite: str, predictions: str | Path, *, data: str | Path | None = None) -> GradeReport:
     """Grade a JSONL of ``{"id", "prediction"}`` rows against ``suite`` (see :class:`GradeReport`).
     Rows with bad JSON, no ``id``/``prediction``, an unknown or repeated id are skipped and noted."""
-    from rewards import verifiers
-    from rewards.base import VerifyItem
-    from tasks import load_suite
-    from tasks.domains import domains
-
     path = Path(predictions)
     if not path.exists():
         raise ReasonError("predictions", f"{path} does not exist", "give a JSONL file of {\"id\", \"prediction\"} rows")
     name = suite.partition(":")[0]
-    domain = domains.get(name)
+    domain = get_domain(name)
     problems = load_suite(suite, **({"data": data} if data else {}))
     by_id = {p.id: p for p in problems}
     report = GradeReport()

@@ -10,15 +10,17 @@ and skipped; the notes are on the returned list's ``skipped``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from reason.errors import ReasonError
-from tasks import suites
-from tasks.problem import Problem
+from reason.core.errors import ReasonError
+from rewards.graders import extract_boxed
+from search.domain import Domain, Problem
+from tasks.registry import Task, tasks
 
 DATA = Path(__file__).parent / "data"
 HUB = {"math500": ("HuggingFaceH4/MATH-500", "test"), "aime24": ("HuggingFaceH4/aime_2024", "train"),
@@ -111,5 +113,19 @@ def load(suite: str, arg: str | None = None, *, limit: int | None = None, levels
     return SuiteProblems(keep[:limit] if limit else keep, found.skipped)
 
 
+def math_domain(name: str, verifier: str) -> Domain:
+    """Competition math: steps split by blank lines, the answer in the last ``\\boxed{}``."""
+
+    def problem(question: str) -> Problem:
+        if not question.strip():
+            raise ReasonError("problem", "is empty", "give the problem text")
+        digest = hashlib.sha256(question.encode()).hexdigest()[:12]
+        return Problem(id=f"{name}-{digest}", question=question, answer="", prompt=question, meta={"suite": name})
+
+    return Domain(name, "\n\n", problem, extract_boxed, segment_tokens=512,
+                  answer_complete=lambda text: extract_boxed(text) is not None, verifier=verifier)
+
+
 for _name in HUB:
-    suites.add(_name, lambda arg=None, _suite=_name, **options: load(_suite, arg, **options))
+    tasks.add(_name, Task(_name, math_domain(_name, "aime" if _name.startswith("aime") else "math"),
+                          lambda arg=None, _suite=_name, **options: load(_suite, arg, **options)))

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from tasks.evaluation import read_records
 from tasks.metrics import bootstrap_ci, by_budget
 

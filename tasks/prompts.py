@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reason.errors import ReasonError
-from tasks.problem import Problem
+from reason.core.errors import ReasonError
+from search.domain import Problem
 
 
 class Template(BaseModel):

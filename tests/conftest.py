@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reason.tiny import build_model, build_tokenizer
+from reason.core.tiny import build_model, build_tokenizer
 
 torch.set_num_threads(2)
 

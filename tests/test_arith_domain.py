@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards.catalog import load_prm
 from tasks import load_suite
 from tasks.arith.grammar import evaluate, parse, reducible

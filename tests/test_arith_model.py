@@ -7,9 +7,9 @@ import re
 
 import torch
 
-from reason.engine.base import Sampling
-from reason.engine.hf import HFEngine
-from reason.models import resolve_model
+from reason.core.engine.base import Sampling
+from reason.core.engine.hf import HFEngine
+from tasks.registry import resolve_model
 from rewards.catalog import load_value
 from tasks.arith.problems import generate
 from tasks.arith.rollouts import SOLUTION_STOP

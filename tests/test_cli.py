@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from reason.cli import main
-from reason.engine.hf import HFEngine
-from reason.tiny import save_tiny_checkpoint
+from reason.core.engine.hf import HFEngine
+from reason.core.tiny import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from reason.context import Runner
-from reason.engine.base import ExpandRequest, Sampling, Stop
-from reason.engine.hf import HFEngine
+from reason.core.context import Runner
+from reason.core.engine.base import ExpandRequest, Sampling, Stop
+from reason.core.engine.hf import HFEngine
 
 STOP = Stop(strings=("\n",), max_tokens=5)
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from reason.cli import main
-from reason.draft import (
+from reason.core.draft import (
     Draft,
     Drafter,
     DraftQuery,
@@ -16,14 +16,14 @@ from reason.draft import (
     SuffixDrafter,
     make_drafter,
 )
-from reason.draft.base import best_first
-from reason.engine.base import ExpandRequest, Sampling, Stop
-from reason.engine.hf import HFEngine
-from reason.engine.hf.draft_cost import ForwardCost
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.draft.base import best_first
+from reason.core.engine.base import ExpandRequest, Sampling, Stop
+from reason.core.engine.hf import HFEngine
+from reason.core.engine.hf.draft_cost import ForwardCost
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from rewards.catalog import load_prm
-from search.solve import solve_many
+from reason.shortcuts import solve_many
 from tasks.arith.problems import generate
 from tests.test_engine_branching import PROMPTS, snapshot
 

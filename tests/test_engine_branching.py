@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reason.engine.base import ExpandRequest, Sampling, Stop
-from reason.engine.hf import HFEngine
+from reason.core.engine.base import ExpandRequest, Sampling, Stop
+from reason.core.engine.hf import HFEngine
 
 PROMPTS = [f"Problem {i}: what is {i} * {i + 3}? Think step by step.\nStep 1:" for i in range(8)]
 STOP = Stop(strings=("\n",), max_tokens=6)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reason.engine.base import Sampling, Stop
-from reason.engine.hf import HFEngine
+from reason.core.engine.base import Sampling, Stop
+from reason.core.engine.hf import HFEngine
 
 PROMPT = "Problem: What is 12 + 30 * 2?\nStep 1: First compute"
 NEW = 24

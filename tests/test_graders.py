@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards import verifiers
 from rewards.base import VerifyItem
 from rewards.graders import MathVerifier, extract_boxed

@@ -15,8 +15,8 @@ from transformers import (
     Qwen2Config,
 )
 
-from reason.errors import ReasonError
-from reason.tiny import build_tokenizer
+from reason.core.errors import ReasonError
+from reason.core.tiny import build_tokenizer
 from rewards.catalog import load_prm
 from rewards.prm.skywork import SkyworkValueHead
 

@@ -11,9 +11,9 @@ import itertools
 
 import pytest
 
-from reason.engine.hf import HFEngine
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine.hf import HFEngine
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from reason.rl.local import LocalEngineActor, SamplingParams
 from reason.rl.openrlhf import TreeAgentExecutor
 from tasks.arith.problems import generate

@@ -20,11 +20,11 @@ from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 from verl.trainer.ppo.ray_trainer import compute_advantage
 from verl.workers.rollout.replica import TokenOutput
 
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from reason.rl.verl import TreeAgentLoopManager, groups_of
 from rewards.base import VerifyItem
-from search.treepo import segment_advantages
+from search.records import segment_advantages
 from tasks.arith.problems import generate
 from tasks.arith.scorers import ArithVerifier
 

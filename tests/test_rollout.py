@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import reason
-from reason.engine.hf import HFEngine
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine.hf import HFEngine
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from rewards.catalog import load_prm
 from tasks.arith.problems import generate
 

@@ -13,9 +13,9 @@ from transformers import (
     Qwen2Config,
 )
 
-from reason.errors import ReasonError
-from reason.tiny import build_tokenizer
-from reason.tree import Tree
+from reason.core.errors import ReasonError
+from reason.core.tiny import build_tokenizer
+from reason.core.tree import Tree
 from rewards.catalog import load_prm, load_value
 from rewards.prm.qwen import QWEN_MATH_SYSTEM, Qwen2ProcessRewardHead
 from rewards.scoring import NodeScorer, NodeValuer, aggregate, split_steps

@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
-from reason.engine.hf import HFEngine
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine.hf import HFEngine
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from rewards.catalog import load_prm
 from search.budget import Budget
-from search.solve import solve, solve_many
+from reason.shortcuts import solve, solve_many
 from tasks.arith.problems import generate
 
 

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from reason.engine.hf import HFEngine
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine.hf import HFEngine
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from rewards.catalog import load_prm
-from search.solve import solve, solve_many
-from search.treepo import (
-    RolloutRecord,
-    has_repetition,
-    path_weights,
-    rollout,
-    segment_advantages,
-    split_children,
-    tree_advantages,
-)
+from reason.shortcuts import solve, solve_many
+from search.records import RolloutRecord, segment_advantages, tree_advantages
+from search.treepo import has_repetition, path_weights, rollout, split_children
 from tasks.arith.problems import generate
 from tasks.arith.scorers import ArithVerifier
 

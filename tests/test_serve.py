@@ -11,15 +11,15 @@ from click.testing import CliRunner
 from fastapi import FastAPI
 
 from reason.cli import main
-from reason.engine.base import ExpandRequest, Sampling, Stop
-from reason.engine.hf import HFEngine
-from reason.engine.remote import OpenAIEngine
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine.base import ExpandRequest, Sampling, Stop
+from reason.core.engine.hf import HFEngine
+from reason.core.engine.openai import OpenAIEngine
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from reason.serve import create_app
 from reason.serve.thread import ServerThread
 from rewards.catalog import load_prm
-from search.solve import solve_many
+from reason.shortcuts import solve_many
 from tasks.arith.problems import generate
 
 PATH = resolve_model("arith")
@@ -98,7 +98,7 @@ def test_completions_shapes_and_stop_reasons(server):
 def test_solve_endpoint_runs_a_strategy(server, local):
     body = {"question": "12+3*4-5", "strategy": "particle", "budget": 8, "seed": 3, "prm": "arith", "include_tree": True}
     out = httpx.post(server.url + "/solve", json=body, timeout=120).json()
-    from search.solve import solve
+    from reason.shortcuts import solve
 
     ref = solve(local, "12+3*4-5", strategy="particle", budget=8, seed=3, prm=load_prm("arith"))
     assert out["answer"] == ref.answer

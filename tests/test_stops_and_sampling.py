@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from reason.engine.base import ExpandRequest, Sampling, Stop
-from reason.engine.hf import HFEngine
-from reason.errors import ReasonError
+from reason.core.engine.base import ExpandRequest, Sampling, Stop
+from reason.core.engine.hf import HFEngine
+from reason.core.errors import ReasonError
 
 PROMPT = "Solve the problem step by step.\nProblem: What is 12 + 30 * 2?\n"
 
@@ -112,7 +112,7 @@ def test_bad_requests_are_one_line_errors(engine):
     other = engine.new_tree(PROMPT)
     with pytest.raises(ReasonError, match=r"^node: "):
         engine.submit(ExpandRequest(tree, other.root, 1))
-    from reason.engine.hf.loader import load_model_and_tokenizer
+    from reason.core.engine.hf.loader import load_model_and_tokenizer
 
     with pytest.raises(ReasonError, match=r"^model: no such path"):
         load_model_and_tokenizer("./no/such/checkpoint")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 import reason
-from reason.engine.base import Stop
-from reason.engine.hf import HFEngine
-from reason.engine.text import eos_token_ids
-from reason.engine.token_server import TokenServerEngine, finish_from_tokens
-from reason.engine.vllm import sampled_outputs, sampling_kwargs
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine.base import Stop
+from reason.core.engine.hf import HFEngine
+from reason.core.engine.text import eos_token_ids
+from reason.core.engine.token_server import TokenServerEngine, finish_from_tokens
+from reason.core.engine.vllm import sampled_outputs, sampling_kwargs
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 from reason.rl.local import LocalEngineActor, SamplingParams
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reason.errors import ReasonError
-from reason.tree import Tree
+from reason.core.errors import ReasonError
+from reason.core.tree import Tree
 
 
 def small_tree() -> Tree:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reason.engine.base import Sampling, Stop
-from reason.engine.hf import HFEngine
-from reason.engine.hf.batch import Row
-from reason.tiny import build_model
+from reason.core.engine.base import Sampling, Stop
+from reason.core.engine.hf import HFEngine
+from reason.core.engine.hf.batch import Row
+from reason.core.tiny import build_model
 
 
 def cached_prompt(engine):

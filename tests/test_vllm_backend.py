@@ -7,11 +7,11 @@ import importlib.util
 
 import pytest
 
-from reason.engine import load_engine
-from reason.engine.base import Stop
-from reason.engine.outputs import finish_reason, first_finished, max_new_tokens
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine import load_engine
+from reason.core.engine.base import Stop
+from reason.core.engine.outputs import finish_reason, first_finished, max_new_tokens
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -41,8 +41,8 @@ def test_missing_vllm_is_a_one_line_error():
 
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (GPU machines only)")
 def test_vllm_engine_grows_trees_with_prefix_reuse(tmp_path):
-    from reason.tiny import save_tiny_checkpoint
-    from search.solve import solve_many
+    from reason.core.tiny import save_tiny_checkpoint
+    from reason.shortcuts import solve_many
 
     path = save_tiny_checkpoint(tmp_path / "tiny", "qwen2")
     engine = load_engine(str(path), "vllm", dtype="float32", gpu_memory_utilization=0.3, max_model_len=512)

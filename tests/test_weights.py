@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from reason.engine.base import Sampling, Stop
-from reason.engine.hf import HFEngine
-from reason.errors import ReasonError
-from reason.models import resolve_model
+from reason.core.engine.base import Sampling, Stop
+from reason.core.engine.hf import HFEngine
+from reason.core.errors import ReasonError
+from tasks.registry import resolve_model
 
 STOP = Stop(max_tokens=24)
 SHORT = Stop(max_tokens=5)  # first-level nodes stop mid-solution, so what follows them can differ
@@ -68,7 +68,7 @@ def test_weight_update_errors(engine):
     with pytest.raises(ReasonError, match="state_dict: does not fit the model"):
         engine.update_weights(bad)
     tree = engine.new_tree("1+2")
-    from reason.engine.base import ExpandRequest
+    from reason.core.engine.base import ExpandRequest
 
     engine.submit(ExpandRequest(tree, tree.root, 2, STOP))
     with pytest.raises(ReasonError, match="weights: requests are in flight"):

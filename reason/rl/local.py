@@ -2,7 +2,7 @@
 
 OpenRLHF's agent executors call ``await llm_engine.generate(prompt_token_ids, sampling_params)`` on a
 vLLM engine actor and read a ``RequestOutput``. :class:`LocalEngineActor` answers the same call from
-an :class:`~reason.engine.hf.HFEngine` (any local checkpoint, e.g. the bundled arith model), in
+an :class:`~reason.core.engine.hf.HFEngine` (any local checkpoint, e.g. the bundled arith model), in
 vLLM's output shape, so an agent file can be run end to end without a GPU, vLLM or the trainer;
 :class:`SamplingParams` stands in for ``vllm.SamplingParams``.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from reason.engine.base import Sampling, Stop
-from reason.engine.hf import HFEngine
+from reason.core.engine.base import Sampling, Stop
+from reason.core.engine.hf import HFEngine
 
 
 @dataclass(kw_only=True)

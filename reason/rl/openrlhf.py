@@ -24,12 +24,13 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from reason.engine.base import ExpandRequest
-from reason.engine.outputs import Sampled
-from reason.engine.token_server import TokenServerEngine
-from reason.engine.vllm import sampled_outputs, sampling_kwargs
-from reason.errors import ReasonError
-from search.treepo import RolloutRecord
+import reason
+from reason.core.engine.base import ExpandRequest
+from reason.core.engine.outputs import Sampled
+from reason.core.engine.token_server import TokenServerEngine
+from reason.core.engine.vllm import sampled_outputs, sampling_kwargs
+from reason.core.errors import ReasonError
+from search.records import RolloutRecord
 
 try:  # OpenRLHF's loader checks the executor's base class; it is absent where OpenRLHF is not installed
     from openrlhf.utils.agent import AgentExecutorBase
@@ -112,8 +113,6 @@ class TreeAgentExecutor(AgentExecutorBase):  # type: ignore[misc,valid-type]
 
     async def _grow(self, prompt: str, label: Any, sampling_params: Any, max_length: int, hf_tokenizer: Any,
                     llm_engine: Any, n: int) -> list[RolloutRecord]:
-        import reason
-
         prompt_ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = max_length - len(prompt_ids)
         if room < 1:

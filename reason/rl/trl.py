@@ -4,7 +4,7 @@
 the trainer's prompt slice and returns ``prompt_ids`` / ``completion_ids`` / ``logprobs`` with the
 trainer's group size (``num_generations``) per distinct prompt. The engine shares the trainer's model
 object, so after every optimizer step it only drops the KV computed under the old weights
-(:meth:`~reason.engine.hf.HFEngine.update_weights`); nothing is copied or rebuilt. Each call's
+(:meth:`~reason.core.engine.hf.HFEngine.update_weights`); nothing is copied or rebuilt. Each call's
 records (rewards, tree advantages, segment ends) are kept on ``last_records`` and also forwarded to
 the reward functions as ``tree_reward`` / ``tree_advantage`` keyword arguments.
 
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from reason.engine.hf import HFEngine
+import reason
+from reason.core.engine.hf import HFEngine
+from reason.core.errors import ReasonError
 
 
 class TreeRollout:
@@ -57,8 +59,6 @@ class TreeRollout:
         return self.engine
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
-        import reason
-
         engine = self._engine(trainer)
         group = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
         distinct: list[Any] = []
@@ -108,8 +108,6 @@ def tree_grpo_trainer(*, per: str = "leaf", **kwargs: Any) -> Any:
     ``tree_advantages``."""
     import torch
     from trl import GRPOTrainer
-
-    from reason.errors import ReasonError
 
     rollout = kwargs.get("rollout_func")
     if not isinstance(rollout, TreeRollout):

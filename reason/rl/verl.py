@@ -43,12 +43,13 @@ from verl.experimental.agent_loop import AgentLoopManager
 from verl.trainer.ppo.core_algos import register_adv_est
 from verl.utils.ray_utils import auto_await
 
-from reason.engine.base import ExpandRequest
-from reason.engine.outputs import Sampled
-from reason.engine.text import eos_token_ids
-from reason.engine.token_server import TokenServerEngine, finish_from_tokens
-from reason.errors import ReasonError
-from search.treepo import RolloutRecord
+import reason
+from reason.core.engine.base import ExpandRequest
+from reason.core.engine.outputs import Sampled
+from reason.core.engine.text import eos_token_ids
+from reason.core.engine.token_server import TokenServerEngine, finish_from_tokens
+from reason.core.errors import ReasonError
+from search.records import RolloutRecord
 
 ADVANTAGES = ("segment", "leaf", "reward")
 
@@ -188,8 +189,6 @@ class TreeAgentLoopManager(AgentLoopManager):
     @auto_await
     async def generate_sequences(self, prompts: DataProto) -> DataProto:
         """One tree per run of equal ``uid`` rows; one leaf per row, in verl's batch format."""
-        import reason
-
         started = time.perf_counter()
         uids = [str(u) for u in prompts.non_tensor_batch["uid"]]
         groups = groups_of(uids)

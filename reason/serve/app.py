@@ -3,7 +3,7 @@
 Endpoints: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/v1/solve`` (a search
 strategy at a budget), ``/v1/ledger`` (work done and prefix reuse), ``/health``. All expansion
 work goes through one :class:`~reason.serve.worker.EngineWorker`, so concurrent clients share
-forwards, and prompts are placed in the server's trees (:class:`~reason.serve.prompts.PromptIndex`),
+forwards, and prompts are placed in the server's trees (:class:`~reason.serve.tree_index.PromptIndex`),
 so a client that sends whole paths as token ids gets its cached prefix back.
 
 Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``): 400 for bad input,
@@ -24,13 +24,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from reason.engine.base import Engine, ExpandRequest, Sampling, Stop
-from reason.engine.text import check_token_ids
-from reason.errors import ReasonError
-from reason.serve.prompts import PromptIndex
+from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
+from reason.core.engine.text import check_token_ids
+from reason.core.errors import ReasonError
+from reason.core.tree import Node, Tree
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
+from reason.serve.tree_index import PromptIndex
 from reason.serve.worker import EngineWorker, WorkerEngine
-from reason.tree import Node, Tree
+from reason.shortcuts import solve as run_solve
+from rewards.catalog import load_prm, load_value
+from search import strategies
+from search.solve import check_options
 
 
 def _error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> JSONResponse:
@@ -115,8 +119,6 @@ class Server:
         return max_tokens
 
     def scorer(self, kind: str, spec: str, prm: Any = None) -> Any:
-        from rewards.catalog import load_prm, load_value
-
         key = (kind, spec)
         if key not in self._scorers:
             self._scorers[key] = load_prm(spec) if kind == "prm" else load_value(spec, prm=prm)
@@ -248,10 +250,6 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
 
     @app.post("/v1/solve")
     async def solve(body: SolveRequest) -> dict[str, Any]:
-        from search import strategies
-        from search.solve import check_options
-        from search.solve import solve as run_solve
-
         strategies.get(body.strategy)  # unknown strategy: a one-line 400 before any work
         check_options(body.strategy, body.options)
 

@@ -5,7 +5,7 @@ so the server runs a single :class:`EngineWorker` thread that loops: take every 
 request, run one engine step, hand finished outcomes back. Requests from many HTTP clients (and
 from whole searches run by ``/v1/solve``) therefore share each forward.
 
-:class:`WorkerEngine` is an :class:`~reason.engine.base.Engine` whose requests go through the
+:class:`WorkerEngine` is an :class:`~reason.core.engine.base.Engine` whose requests go through the
 worker: a search strategy driven in another thread uses it exactly like an in-process engine.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, TypeVar
 
-from reason.engine.base import Engine, ExpandRequest, Outcome
-from reason.tree import Tree
+from reason.core.engine.base import Engine, ExpandRequest, Outcome
+from reason.core.tree import Tree
 
 T = TypeVar("T")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from reason.core.errors import ReasonError
 from rewards.hf_common import load_pretrained, load_tokenizer, single_token_id
 from rewards.prm.tagged import TaggedPRM, pair_probability, positions_of
 
@@ -51,8 +52,6 @@ class MathShepherdPRM(TaggedPRM):
 
 
 def _spaced_id(tokenizer: Any, tag: str) -> int:
-    from reason.errors import ReasonError
-
     ids = tokenizer.encode(f"x {tag}", add_special_tokens=False)
     if ids and tokenizer.decode(ids[-1:]).strip() == tag:
         return int(ids[-1])

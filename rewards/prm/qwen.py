@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards.hf_common import load_pretrained, load_tokenizer, single_token_id
 from rewards.prm.tagged import TaggedPRM, label_probability, positions_of
 

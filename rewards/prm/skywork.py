@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards.hf_common import load_pretrained, load_tokenizer
 from rewards.prm.tagged import TaggedPRM
 

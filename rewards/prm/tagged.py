@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards.base import ProcessRewardModel, StepScores, check_steps
 from rewards.hf_common import pad_id_of, pad_right
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards.hf_common import load_pretrained, load_tokenizer
 from rewards.prm.tagged import TaggedPRM, label_probability
 

@@ -11,10 +11,10 @@ import argparse
 import json
 import time
 
-from reason.engine.hf import HFEngine
-from reason.models import resolve_model
+from reason.core.engine.hf import HFEngine
 from tasks.arith.problems import generate
 from tasks.arith.rollouts import prm_pick, sample_solutions
+from tasks.registry import resolve_model
 
 
 def report(engine: HFEngine, level: int, n: int, samples: int, temperature: float, seed: int = 0) -> dict:

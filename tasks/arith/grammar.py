@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 
 _TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
 PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}

@@ -19,12 +19,13 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from tasks.arith.grammar import Num, Op, evaluate, parse, render, solve
 
 PROMPT = "{question}\n"
 ANSWER_PREFIX = "answer: "
 STEP_DELIMITER = "\n"
+VALUE_PROMPT = "{question}\n{partial}"  # what the bundled value model reads: the question, then the partial solution
 
 
 @dataclass(frozen=True)

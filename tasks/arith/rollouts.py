@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reason.engine.base import Engine, ExpandRequest, Sampling, Stop
+from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
+from rewards.base import VerifyItem
 from tasks.arith.problems import STEP_DELIMITER, ArithProblem
 from tasks.arith.scorers import ArithPRM, ArithVerifier
 
@@ -51,8 +52,6 @@ def sample_solutions(
 
 
 def _item(problem: ArithProblem, text: str):
-    from rewards.base import VerifyItem
-
     return VerifyItem(problem.question, text, str(problem.answer))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from reason.errors import ReasonError
+from reason.core.errors import ReasonError
 from rewards.base import (
     OutcomeVerifier,
     ProcessRewardModel,

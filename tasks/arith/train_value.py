@@ -17,14 +17,13 @@ from pathlib import Path
 
 import torch
 
-from reason.engine.hf import HFEngine
-from reason.models import resolve_model
-from tasks.arith.problems import STEP_DELIMITER, generate
+from reason.core.engine.hf import HFEngine
+from rewards.value import LMValueModel
+from tasks.arith.problems import STEP_DELIMITER, VALUE_PROMPT, generate
 from tasks.arith.rollouts import Rollout, sample_solutions
 from tasks.arith.tokenizer import build_char_tokenizer
 from tasks.arith.train import policy_config
-
-PROMPT_FORMAT = "{question}\n{partial}"
+from tasks.registry import resolve_model
 
 
 def prefixes(rollout: Rollout) -> list[tuple[str, str, float]]:
@@ -88,7 +87,7 @@ def train_value(
     else:
         model = LlamaForTokenClassification(value_config(len(tok), hidden, layers, heads))
     model.config.pad_token_id = tok.pad_token_id
-    encoded = [(tok(PROMPT_FORMAT.format(question=q, partial=p))["input_ids"], y) for q, p, y in data]
+    encoded = [(tok(VALUE_PROMPT.format(question=q, partial=p))["input_ids"], y) for q, p, y in data]
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / steps))
@@ -139,9 +138,7 @@ def main() -> None:
     policy_dir = None if args.scratch else resolve_model(args.policy)
     model, tok = train_value(train_data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
                              layers=args.layers, heads=args.heads, seed=args.seed, init_from=policy_dir)
-    from rewards.value import LMValueModel
-
-    valuer = LMValueModel(model, tok, prompt_format=PROMPT_FORMAT)
+    valuer = LMValueModel(model, tok, prompt_format=VALUE_PROMPT)
     scores = valuer.value_batch([(q, p) for q, p, _ in held_out]).values
     labels = [y for *_, y in held_out]
     print(f"held-out AUC {auc(scores, labels):.3f} on {len(held_out)} prefixes", flush=True)

@@ -1,0 +1,187 @@
+"""``reason eval``: evaluation runs over suites at several budgets, resumable and shardable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from reason.cli.app import friendly, main
+from reason.cli.options import build_engine, engine_options, load_scorers, parse_options
+from reason.core.errors import ReasonError
+from rewards import verifiers
+from search import strategies
+from search.solve import check_options
+from tasks.evaluation import (
+    EvalConfig,
+    evaluate,
+    merge_runs,
+    parse_budgets,
+    parse_shard,
+    read_records,
+)
+from tasks.metrics import breakdown, curves, summarize
+from tasks.prompts import build_prompt
+from tasks.registry import get_domain, load_suite
+
+
+def _int_list(spec: str | None, field: str) -> list[int] | None:
+    if not spec:
+        return None
+    try:
+        return [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ReasonError(field, f"{spec!r} is not a comma-separated list of integers", f"write e.g. --{field} 1,2") from None
+
+
+@main.command("eval")
+@click.argument("merge_inputs", nargs=-1, type=click.Path())
+@click.option("--suite", default="arith:3", show_default=True, help="math500, aime24, aime25, or arith[:levels].")
+@click.option("--strategy", "-s", default="best_of_n", show_default=True)
+@click.option("--budget", "-b", "budgets", default="1,4,16", show_default=True, help="Comma-separated budgets.")
+@engine_options
+@click.option("--prm", "prm_spec", default=None, help="NAME[=PATH_OR_ID] or 'none' (default: arith for arith suites, else none).")
+@click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
+@click.option("--max-tokens", type=int, default=1024, show_default=True, help="Cap on each solution's tokens.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="A strategy option (see reason solve).")
+@click.option("--limit", type=int, default=None, help="Only the first N problems (after filters).")
+@click.option("--levels", default=None, help="Comma-separated levels to keep.")
+@click.option("--subjects", default=None, help="Comma-separated subjects to keep (math500).")
+@click.option("--data", default=None, type=click.Path(), help="A local JSONL file in the MATH-500 schema.")
+@click.option("--hub", is_flag=True, help="Read the suite from the HF hub (needs internet and `datasets`).")
+@click.option("--prompt-template", default=None, help="A template name, or text with {problem}.")
+@click.option("--shard", default=None, help="i/n: run the problems at positions i mod n (i from 0).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="JSONL file of records (appended; resumes).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Problems searched at once.")
+@click.option("--merge", is_flag=True, help="Join the shard files given as arguments into --out, then summarise.")
+@friendly
+def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budgets: str, model: str, backend: str,
+                 dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any], prm_spec: str | None, value_spec: str | None,
+                 seed: int, temperature: float, max_tokens: int, options: tuple[str, ...], limit: int | None,
+                 levels: str | None, subjects: str | None, data: str | None, hub: bool, prompt_template: str | None,
+                 shard: str | None, out: str | None, batch_size: int, merge: bool) -> None:
+    """Evaluate a strategy on a suite at several budgets: one record per problem and budget."""
+    if merge:
+        if not merge_inputs or not out:
+            raise ReasonError("merge", "needs shard files and --out", "run reason eval --merge --out ALL.jsonl s0.jsonl s1.jsonl")
+        records = merge_runs(merge_inputs, out)
+        click.echo(f"merged {len(records)} records from {len(merge_inputs)} files into {out}")
+        print_summary(records)
+        return
+    if merge_inputs:
+        raise ReasonError("FILES", "are only taken with --merge", "drop them, or add --merge")
+
+    strategies.get(strategy)
+    plan = parse_budgets(budgets)
+    part = parse_shard(shard)
+    extra = parse_options(options)
+    check_options(strategy, extra)
+    if batch_size < 1:
+        raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
+    name = suite.partition(":")[0]
+    domain = get_domain(name)
+    filters: dict[str, Any] = {"limit": limit}
+    if name != "arith":
+        filters.update(levels=_int_list(levels, "levels"), data=data, hub=hub,
+                       subjects=[s.strip() for s in subjects.split(",")] if subjects else None)
+    elif levels or subjects or data or hub:
+        raise ReasonError("suite", "arith takes its levels in the name, and no --subjects/--data/--hub",
+                          "write e.g. --suite arith:3 or arith:1,2")
+    problems = load_suite(suite, **filters)
+    skipped = getattr(problems, "skipped", [])
+    for note in skipped:
+        click.echo(f"skipped {note}", err=True)
+    if prm_spec is None:
+        prm_spec = "arith" if name == "arith" else "none"
+    config = EvalConfig(suite=suite, strategy=strategy, model=model, prm=None if prm_spec == "none" else prm_spec,
+                        value=value_spec, seed=seed, temperature=temperature, max_tokens=max_tokens, options=extra,
+                        prompt_template=prompt_template, data=data, levels=_int_list(levels, "levels"),
+                        subjects=subjects.split(",") if subjects else None)
+    if out is not None:
+        read_records(out, config.digest())  # refuse another config's file before loading models
+    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
+    prompts = suite_prompts(engine, list(problems), name, prompt_template)
+    records = run_with_progress(engine, list(problems), config, plan, domain=domain, verifier=verifiers.get(domain.verifier)(),
+                                prm=prm, value=value, prompts=prompts, out=out, shard=part, batch_size=batch_size)
+    print_summary(records)
+    if skipped:
+        click.echo(f"{len(skipped)} malformed row(s) skipped (listed above)")
+
+
+def suite_prompts(engine: Any, problems: list[Any], suite: str, template: str | None) -> list[Any] | None:
+    """Prompts for a suite's problems (None: the arith default of the solve layer)."""
+    if suite == "arith" and template is None:
+        return None
+
+    return [build_prompt(p, engine=engine, template=template, suite=suite) for p in problems]
+
+
+def run_with_progress(engine: Any, problems: list[Any], config: Any, budgets: list[int], **kwargs: Any) -> list[Any]:
+    """:func:`tasks.evaluation.evaluate` under a progress bar with the running accuracy."""
+
+
+    shard = kwargs.get("shard")
+    per_budget = len([i for i in range(len(problems)) if shard is None or i % shard[1] == shard[0]])
+    tally = {"n": 0, "right": 0}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as bar:
+        task = bar.add_task(f"{config.label()}", total=per_budget * len(budgets))
+
+        def seen(record: Any) -> None:
+            tally["n"] += 1
+            tally["right"] += int(record.correct)
+            bar.update(task, advance=1, description=f"{config.label()} · budget {record.budget} · "
+                       f"accuracy {tally['right'] / tally['n']:.3f} ({tally['n']} new)")
+
+        records = evaluate(engine, problems, config, budgets, on_record=seen, **kwargs)
+        bar.update(task, completed=per_budget * len(budgets))
+    return records
+
+
+def print_summary(records: list[Any]) -> None:
+    """Tables: per budget accuracy with its interval, votes and pass@N and compute; majority /
+    weighted / pass at k = 1, 2, 4, ... for the largest budget; accuracy per level and subject."""
+
+
+    console = Console(width=max(Console().width, 110))
+    if not records:
+        console.print("no records")
+        return
+    table = Table(title=f"reason eval: {records[0].label}")
+    for col in ("budget", "problems", "accuracy", "95% CI", "maj@N", "weighted@N", "pass@N", "tokens/problem", "PRM calls/problem"):
+        table.add_column(col, justify="right")
+    for row in summarize(records):
+        table.add_row(str(row["budget"]), str(row["problems"]), f"{row['accuracy']:.3f}",
+                      f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}", f"{row['majority']:.3f}", f"{row['weighted']:.3f}",
+                      f"{row['pass']:.3f}", f"{row['tokens']:.0f}", f"{row['prm_calls']:.1f}")
+    console.print(table)
+    top, at = max(curves(records).items())
+    ks = Table(title=f"candidates subsampled (budget {top})")
+    for col in ("k", "majority@k", "weighted@k", "pass@k"):
+        ks.add_column(col, justify="right")
+    for k, m in at.items():
+        ks.add_row(str(k), f"{m['majority']:.3f}", f"{m['weighted']:.3f}", f"{m['pass']:.3f}")
+    console.print(ks)
+    for field in ("level", "subject"):
+        parts = breakdown(records, field)
+        if len({value for _, value in parts}) < 2:
+            continue
+        per = Table(title=f"accuracy by {field}")
+        for col in ("budget", field, "problems", "accuracy", "95% CI"):
+            per.add_column(col, justify="right")
+        for (budget, value), row in parts.items():
+            per.add_row(str(budget), str(value), str(row["problems"]), f"{row['accuracy']:.3f}",
+                        f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}")
+        console.print(per)

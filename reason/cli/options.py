@@ -1,0 +1,93 @@
+"""Options and loaders shared by the commands that load a policy model or scorers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from reason.core.engine import load_engine
+from reason.core.errors import ReasonError
+from rewards.catalog import load_prm, load_value
+from tasks.registry import resolve_model
+
+
+def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that loads a policy model."""
+    options = [
+        click.option("--model", "-m", default="arith", show_default=True, help="'arith' (bundled), a checkpoint dir or a hub id."),
+        click.option("--engine", "backend", default="hf", show_default=True,
+                     help="Engine backend: hf (in process) or openai (an OpenAI-compatible server, see --base-url)."),
+        click.option("--base-url", default=None, help="With --engine openai: the server, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--api-key", default=None, envvar="REASON_API_KEY", help="With --engine openai: the server's key [env REASON_API_KEY]."),
+        click.option("--dtype", default="auto", show_default=True, help="float32, bfloat16, float16 or auto."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)."),
+        click.option("--cache-tokens", type=int, default=None, help="KV cache budget in tokens (default: unbounded)."),
+        click.option("--draft", "draft", is_flag=False, flag_value="spine", default=None,
+                     help="Speculative tree drafting (lossless): --draft for the default 'spine' drafter, or --draft suffix|recycle|spine."),
+        click.option("--no-draft", "no_draft", is_flag=True, help="No drafting (the default)."),
+    ]
+
+    @wraps(fn)
+    def wrapper(*args: Any, no_draft: bool = False, base_url: str | None = None, api_key: str | None = None,
+                **kwargs: Any) -> Any:
+        if no_draft:
+            kwargs["draft"] = None
+        kwargs["remote"] = {"base_url": base_url, "api_key": api_key}
+        return fn(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict; a value is read as JSON when it parses (numbers, lists, true),
+    else kept as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ReasonError("option", f"{pair!r} is not KEY=VALUE", "write e.g. -o segment_tokens=16")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, device: str | None) -> tuple[Any, Any]:
+    """The PRM and value model named on the command line (None for 'none' or no name)."""
+    hf_options = {"dtype": dtype, "device": device}
+    plain = prm_spec is not None and prm_spec.split("=")[0] == "arith"  # no checkpoint: no dtype/device
+    prm = None if prm_spec in (None, "", "none") else load_prm(prm_spec, **({} if plain else hf_options))
+    value = None
+    if value_spec:
+        value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)
+    return prm, value
+
+
+def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None,
+                 draft: str | None = None, remote: dict[str, Any] | None = None):
+    """Resolve the model name and load the engine (``remote``: ``base_url`` / ``api_key`` for the
+    ``openai`` backend, whose ``model`` only names the tokenizer)."""
+    remote = {k: v for k, v in (remote or {}).items() if v is not None}
+    if backend == "openai":
+        if "base_url" not in remote:
+            raise ReasonError("base-url", "is required with --engine openai", "pass e.g. --base-url http://127.0.0.1:8000/v1")
+        if draft is not None or cache_tokens is not None:
+            raise ReasonError("draft" if draft is not None else "cache-tokens", "applies to the in-process engine only",
+                              "set it on the server (reason serve takes it)")
+        return load_engine(resolve_model(model), backend, **remote)
+    if remote:
+        raise ReasonError(next(iter(remote)).replace("_", "-"), "applies to --engine openai only", "drop it or add --engine openai")
+    options: dict[str, Any] = {"dtype": dtype, "device": device}
+    if cache_tokens is not None:
+        options["cache_tokens"] = cache_tokens
+    if draft is not None:
+        options["draft"] = draft
+    return load_engine(resolve_model(model), backend, **options)

@@ -1,0 +1,100 @@
+"""``reason solve``: one problem, one strategy, the answer and (with ``--show-tree``) the tree."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.tree import Tree as RichTree
+
+from reason.cli.app import friendly, main
+from reason.cli.options import build_engine, engine_options, load_scorers, parse_options
+from reason.core.errors import ReasonError
+from reason.shortcuts import solve as run_solve
+from search import strategies
+from search.solve import check_options, make_budget
+from tasks.registry import get_domain
+
+
+@main.command()
+@click.argument("problem")
+@click.option("--strategy", "-s", default="best_of_n", show_default=True, help="Search strategy.")
+@click.option("--budget", "-b", type=int, default=16, show_default=True, help="Full-solution equivalents.")
+@engine_options
+@click.option("--suite", default="arith", show_default=True, help="The problem's domain (prompt, step delimiter, answers).")
+@click.option("--prm", "prm_spec", default="arith", show_default=True, help="NAME[=PATH_OR_ID], or 'none'.")
+@click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
+@click.option("--select", default=None, help="How the answer is chosen: best_of_n prm|majority|weighted (default prm); particle weight|vote.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="A strategy option, e.g. -o segment_tokens=16 -o policy=low_prob (values read as JSON when they parse).")
+@click.option("--show-tree", is_flag=True, help="Draw the search tree.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with the tree when --show-tree).")
+@friendly
+def solve(
+    problem: str,
+    strategy: str,
+    budget: int,
+    model: str,
+    backend: str,
+    dtype: str,
+    device: str | None,
+    cache_tokens: int | None,
+    draft: str | None,
+    remote: dict[str, Any],
+    suite: str,
+    prm_spec: str,
+    value_spec: str | None,
+    seed: int,
+    temperature: float,
+    select: str | None,
+    options: tuple[str, ...],
+    show_tree: bool,
+    as_json: bool,
+) -> None:
+    """Solve PROBLEM with a search strategy and print the answer."""
+    if not problem.strip():
+        raise ReasonError("PROBLEM", "is empty", "give the problem text")
+    strategies.get(strategy)
+    extra = parse_options(options)
+    check_options(strategy, extra)
+    make_budget(budget)
+    get_domain(suite).make_problem(problem)  # a malformed problem fails before any model loads
+    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
+    if select:
+        extra["select"] = select
+    result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
+                       temperature=temperature, **extra)
+    if as_json:
+        click.echo(json.dumps(result.to_json_dict(include_tree=show_tree)))
+        return
+
+    console = Console()
+    console.print(f"[bold]answer:[/bold] {result.answer}")
+    console.print(result.text)
+    if show_tree:
+        console.print(_render_tree(result.tree))
+    led = result.ledger
+    console.print(f"{len(result.candidates)} candidate(s) · generated {led.generated_tokens} · prefill {led.prefill_tokens} · "
+                  f"PRM calls {led.prm_calls} · {led.wall_seconds:.2f}s")
+
+
+def _render_tree(tree: Any):
+    """A rich Tree of the search tree: each node's text (one line) with its finish reason and scores."""
+    def label(node: Any) -> str:
+        text = node.text.strip().replace("\n", " | ") or "(prompt)"
+        scores = " ".join(f"{k}={v:.2f}" for k, v in node.scores.items())
+        return f"[{node.id}] {text[:80]}" + (f"  ({node.finish_reason})" if node.finish_reason else "") + (f"  {scores}" if scores else "")
+
+    root = RichTree(label(tree.root))
+    stack = [(tree.root, root)]
+    while stack:
+        node, branch = stack.pop()
+        for child in node.children:
+            sub = branch.add(label(child))
+            stack.append((child, sub))
+    return root

@@ -1,0 +1,214 @@
+"""The async layer strategies are written against.
+
+A strategy is a coroutine over a :class:`SearchContext`: it awaits ``ctx.expand(...)`` and (later)
+scores. A :class:`Runner` drives many such coroutines, for many problems, over one engine: each time
+every coroutine is blocked, the requests they submitted go to the engine, which advances all of them
+together (continuous batching), and a finished request wakes its coroutine at once so its next
+request joins the batch at the following step.
+
+:meth:`Runner.run` is the synchronous wrapper (it also works when called from inside a running event
+loop, e.g. a notebook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
+from reason.core.errors import ReasonError
+from reason.core.seeding import derive_seed
+from reason.core.tree import Node, Tree
+
+T = TypeVar("T")
+
+
+class SearchContext:
+    """One problem's handle for a strategy: its tree, the engine (through the runner) and a seeded
+    random stream. Every random choice a strategy makes should come from :attr:`rng` or
+    :meth:`next_seed`, so the same seed gives the same tree."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        tree: Tree,
+        seed: int = 0,
+        *,
+        prm: Any = None,
+        value: Any = None,
+    ) -> None:
+        self.runner = runner
+        self.tree = tree
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.prm = prm  # scores nodes: .score(tree, nodes) -> list[float] (rewards.scoring.NodeScorer)
+        self.value = value  # values nodes: .value(tree, nodes) -> list[float] (rewards.scoring.NodeValuer)
+        self._seeds = 0
+        self._t0 = time.perf_counter()
+
+    @property
+    def started(self) -> float:
+        """When the context was made (``time.perf_counter``)."""
+        return self._t0
+
+    @property
+    def engine(self) -> Engine:
+        return self.runner.engine
+
+    def next_seed(self) -> int:
+        """A fresh seed for a request, derived from the context's seed and a counter."""
+        self._seeds += 1
+        return derive_seed(self.seed, self._seeds)
+
+    async def expand(
+        self,
+        node: Node,
+        n: int = 1,
+        stop: Stop | None = None,
+        sampling: Sampling | None = None,
+        first: int | None = None,
+    ) -> list[Node]:
+        """Give ``node`` ``n`` children (see :class:`~reason.core.engine.base.ExpandRequest`; ``first``
+        returns as soon as that many are done). A sampling without a seed gets the next seed of
+        this context."""
+        sampling = sampling or Sampling()
+        if sampling.seed is None:
+            sampling = sampling.model_copy(update={"seed": self.next_seed()})
+        request = ExpandRequest(self.tree, node, n, stop or Stop(), sampling, first)
+        children = await self.runner.submit(request)
+        self.tree.ledger.wall_seconds = time.perf_counter() - self._t0
+        return children
+
+    async def score(self, nodes: Sequence[Node]) -> list[float]:
+        """The PRM's aggregated scores of ``nodes`` (cached per node; charged to the tree's ledger)."""
+        if self.prm is None:
+            raise ReasonError("prm", "this search needs a PRM", "pass --prm NAME[=PATH]")
+        return list(self.prm.score(self.tree, list(nodes)))
+
+    async def values(self, nodes: Sequence[Node]) -> list[float]:
+        """The value model's estimates for ``nodes`` (cached per node; charged to the ledger)."""
+        if self.value is None:
+            raise ReasonError("value", "this search needs a value model", "pass --value NAME[=PATH]")
+        return list(self.value.value(self.tree, list(nodes)))
+
+    async def expand_all(
+        self, requests: Sequence[tuple[Node, int]], stop: Stop | None = None, sampling: Sampling | None = None
+    ) -> list[list[Node]]:
+        """Expand several ``(node, n)`` pairs at once; children per pair, in order."""
+        return list(await asyncio.gather(*(self.expand(node, n, stop, sampling) for node, n in requests)))
+
+
+class Runner:
+    """Drives strategy coroutines over one engine, batching their requests (see the module doc)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._futures: dict[int, asyncio.Future] = {}
+        self._submitted = 0
+        self._wake: asyncio.Event | None = None
+
+    def context(
+        self,
+        prompt: Any = None,
+        *,
+        tree: Tree | None = None,
+        seed: int = 0,
+        meta: dict[str, Any] | None = None,
+        **scorers: Any,
+    ) -> SearchContext:
+        """A context over a new tree for ``prompt`` (text, chat messages or token ids), or over
+        ``tree``; ``scorers`` are ``prm=`` / ``value=`` node scorers."""
+        if tree is None:
+            tree = self.engine.new_tree(prompt, meta=meta)
+        return SearchContext(self, tree, seed, **scorers)
+
+    def submit(self, request: ExpandRequest) -> asyncio.Future[list[Node]]:
+        """Queue ``request`` with the engine; the future resolves to its children."""
+        loop = asyncio.get_running_loop()
+        ticket = self.engine.submit(request)
+        fut = loop.create_future()
+        self._futures[ticket] = fut
+        self._submitted += 1
+        if self._wake is not None:
+            self._wake.set()
+        return fut
+
+    async def _settle(self) -> None:
+        # Let every coroutine that can run do so until it blocks; chains of tasks take a few rounds.
+        quiet = 0
+        while quiet < 2:
+            before = self._submitted
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if self._submitted == before else 0
+
+    async def gather(self, coros: Sequence[Awaitable[T]], return_exceptions: bool = False) -> list[T]:
+        """Run ``coros`` to completion together; results in order (exceptions returned in place
+        when ``return_exceptions``)."""
+        self._wake = asyncio.Event()
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        try:
+            while True:
+                await self._settle()
+                pending = [t for t in tasks if not t.done()]
+                if not pending:
+                    break
+                if self.engine.has_work():
+                    for outcome in self.engine.step():
+                        fut = self._futures.pop(outcome.ticket, None)
+                        if fut is None or fut.done():
+                            continue
+                        if outcome.error is not None:
+                            fut.set_exception(outcome.error)
+                        else:
+                            fut.set_result(outcome.children)
+                    continue
+                # Nothing for the engine: the coroutines wait on something else (a scorer in a
+                # thread, a timer). Sleep until one finishes or submits a request.
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(pending + [waker], return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+        for t in tasks:  # retrieve every failure, so none is logged as "never retrieved" below
+            if t.done() and not t.cancelled():
+                t.exception()
+        results: list[Any] = []
+        for t in tasks:
+            if t.cancelled():
+                results.append(asyncio.CancelledError())
+            elif t.exception() is not None:
+                if not return_exceptions:
+                    raise t.exception()
+                results.append(t.exception())
+            else:
+                results.append(t.result())
+        return results
+
+    def run(self, coros: Sequence[Coroutine[Any, Any, T]], return_exceptions: bool = False) -> list[T]:
+        """Synchronous :meth:`gather`; safe to call with or without a running event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.gather(coros, return_exceptions))
+        box: dict[str, Any] = {}
+
+        def worker() -> None:
+            try:
+                box["out"] = asyncio.run(self.gather(coros, return_exceptions))
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["err"] = exc
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        if "err" in box:
+            raise box["err"]
+        return box["out"]
+

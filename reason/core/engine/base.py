@@ -1,0 +1,213 @@
+"""The engine contract: expand a node into ``n`` children that each end at a :class:`Stop`,
+sampled under :class:`Sampling`.
+
+Backends implement :class:`Engine` (``submit`` / ``step``); the async :mod:`reason.core.context` layer and
+the synchronous :meth:`Engine.expand` helper both drive it. All pending requests of all trees advance
+together inside ``step``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from reason.core.errors import ReasonError, from_validation_error
+from reason.core.ledger import Ledger
+from reason.core.tree import Node, Tree
+
+
+class Sampling(BaseModel):
+    """How tokens are drawn. ``temperature=0`` is greedy; ``top_k=0`` and ``top_p=1`` turn those
+    filters off. ``seed`` names the request's random stream: child ``i`` of an expansion draws from
+    ``derive_seed(seed, i)``, so the same seed gives the same children whatever else is batched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    seed: int | None = None
+
+    @classmethod
+    def make(cls, **kwargs: Any) -> Sampling:
+        """Validate ``kwargs`` into a :class:`Sampling`, raising a one-line :class:`ReasonError`."""
+        try:
+            return cls(**kwargs)
+        except ValidationError as exc:
+            raise from_validation_error(exc, "sampling") from None
+
+    @property
+    def greedy(self) -> bool:
+        """True when tokens are chosen by argmax."""
+        return self.temperature == 0.0
+
+
+class Stop(BaseModel):
+    """Where a child ends. Any condition that is met first ends it; the finish reason says which.
+
+    * ``strings``: stop strings (``finish_reason="stop"``). A match may span token boundaries; the
+      child ends with the token that completes the string, so the stop text stays in the node.
+    * ``token_ids``: extra stop token ids (``"stop"``).
+    * ``eos``: stop at the tokenizer's / generation config's end-of-sequence ids (``"eos"``).
+    * ``segment_tokens``: end after exactly this many tokens (``"segment"``; TreePO segments).
+    * ``max_tokens``: a cap on the child's tokens (``"length"``). Engines also stop at the model's
+      context limit (``"length"``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strings: tuple[str, ...] = ()
+    token_ids: tuple[int, ...] = ()
+    eos: bool = True
+    segment_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+
+    @field_validator("strings")
+    @classmethod
+    def _non_empty_strings(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(s == "" for s in value):
+            raise ValueError("a stop string is empty")
+        return value
+
+    @classmethod
+    def make(cls, **kwargs: Any) -> Stop:
+        """Validate ``kwargs`` into a :class:`Stop`, raising a one-line :class:`ReasonError`
+        (an unknown stop kind names the field)."""
+        try:
+            return cls(**kwargs)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            if err.get("type") == "extra_forbidden":
+                kind = ".".join(str(p) for p in err["loc"])
+                raise ReasonError(
+                    f"stop.{kind}",
+                    "unknown stop kind",
+                    "use strings, token_ids, eos, segment_tokens or max_tokens",
+                ) from None
+            raise from_validation_error(exc, "stop") from None
+
+
+@dataclass
+class ExpandRequest:
+    """Give ``node`` of ``tree`` ``n`` new children, each ending at ``stop``, sampled under ``sampling``.
+
+    With ``first=k`` the request finishes as soon as ``k`` children are done: the others are
+    cancelled (their tokens so far were spent and are counted, but no node is made of them), and
+    only the finished children are returned (more than ``k`` when several finish on the same step).
+    """
+
+    tree: Tree
+    node: Node
+    n: int = 1
+    stop: Stop = field(default_factory=Stop)
+    sampling: Sampling = field(default_factory=Sampling)
+    first: int | None = None  # finish once this many children are done; cancel the rest
+
+    def validate(self) -> None:
+        """Raise :class:`ReasonError` for an unusable request."""
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ReasonError("n", f"must be at least 1 (got {self.n!r})", "ask for one or more children")
+        if self.first is not None and not 1 <= self.first <= self.n:
+            raise ReasonError("first", f"must be between 1 and n={self.n} (got {self.first!r})", "lower it or raise n")
+        if self.node not in self.tree:
+            raise ReasonError("node", "is not a live node of the request's tree", "expand a node of that tree")
+        if not isinstance(self.stop, Stop):
+            raise ReasonError("stop", f"must be a Stop (got {type(self.stop).__name__})", "build it with Stop.make(...)")
+        if not isinstance(self.sampling, Sampling):
+            raise ReasonError(
+                "sampling", f"must be a Sampling (got {type(self.sampling).__name__})", "build it with Sampling.make(...)"
+            )
+
+
+@dataclass
+class Outcome:
+    """What ``step`` hands back for a finished request: its new children, or the error that ended it."""
+
+    ticket: int
+    children: list[Node] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class Engine(ABC):
+    """A policy model that grows trees.
+
+    ``ledger`` counts the engine's own work (true forward calls); each tree's ledger counts the work
+    done for that problem.
+    """
+
+    name: str = "engine"
+
+    def __init__(self) -> None:
+        self.ledger = Ledger()
+
+    # -- trees --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def tokenize_prompt(self, prompt: str | Sequence[dict[str, str]] | Sequence[int]) -> tuple[list[int], str]:
+        """Token ids and text of a prompt: a string, chat messages (the chat template is applied)
+        or token ids."""
+
+    def new_tree(
+        self, prompt: str | Sequence[dict[str, str]] | Sequence[int], *, meta: dict[str, Any] | None = None
+    ) -> Tree:
+        """A fresh tree whose root holds ``prompt``."""
+        if prompt is None or (isinstance(prompt, (str, list, tuple)) and len(prompt) == 0):
+            raise ReasonError("prompt", "is empty", "give the problem text, chat messages or token ids")
+        ids, text = self.tokenize_prompt(prompt)
+        if not ids:
+            raise ReasonError("prompt", "tokenizes to nothing", "give non-empty text")
+        return Tree(ids, text, meta=meta)
+
+    @abstractmethod
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids``."""
+
+    # -- requests -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def submit(self, request: ExpandRequest) -> int:
+        """Queue ``request``; returns a ticket that a later :meth:`step` reports as finished."""
+
+    @abstractmethod
+    def step(self) -> list[Outcome]:
+        """Advance every queued and running request by one scheduling step; returns those that
+        finished."""
+
+    @abstractmethod
+    def has_work(self) -> bool:
+        """True while any submitted request has not been reported finished."""
+
+    def expand_many(self, requests: Sequence[ExpandRequest]) -> list[list[Node]]:
+        """Run ``requests`` to completion, all batched together; children per request, in order."""
+        tickets = [self.submit(r) for r in requests]
+        done: dict[int, Outcome] = {}
+        while len(done) < len(tickets):
+            if not self.has_work():
+                raise RuntimeError("engine idle with requests unfinished")
+            for outcome in self.step():
+                done[outcome.ticket] = outcome
+        results = []
+        for t in tickets:
+            if done[t].error is not None:
+                raise done[t].error
+            results.append(done[t].children)
+        return results
+
+    def expand(
+        self,
+        tree: Tree,
+        node: Node,
+        n: int = 1,
+        stop: Stop | None = None,
+        sampling: Sampling | None = None,
+    ) -> list[Node]:
+        """Synchronously give ``node`` ``n`` children (see :class:`ExpandRequest`)."""
+        request = ExpandRequest(tree, node, n, stop or Stop(), sampling or Sampling())
+        return self.expand_many([request])[0]
+
+    def close(self) -> None:
+        """Free the engine's resources."""

@@ -1,0 +1,80 @@
+"""Turning a server's or library's sampled outputs into tree children, for backends that do not
+decode themselves (``openai``, ``vllm``).
+
+Both report an OpenAI-style ``finish_reason`` (``"stop"`` / ``"length"``) and vLLM's
+``stop_reason`` (None for end-of-sequence, the stop string, or the stop token id); the tree keeps
+the finer reasons the ``hf`` engine gives (``eos``, ``stop``, ``segment``, ``length``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reason.core.engine.base import Engine, ExpandRequest, Stop
+from reason.core.errors import ReasonError
+from reason.core.tree import Node
+
+
+@dataclass
+class Sampled:
+    """One sampled continuation: its token ids, their logprobs and the tree's finish reason."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+
+
+def finish_reason(finish: str | None, stop_reason: Any, stop: Stop, n_tokens: int) -> str:
+    """The tree's finish reason from an OpenAI ``finish_reason`` and vLLM ``stop_reason``."""
+    if finish == "stop":
+        return "eos" if stop_reason is None else "stop"
+    if stop.segment_tokens is not None and n_tokens == stop.segment_tokens:
+        return "segment"
+    return "length"
+
+
+def first_finished(lengths: Sequence[int], first: int | None) -> list[int]:
+    """Indices of the outputs a request with ``first=k`` keeps: those that would have finished by
+    the step the k-th did, decoding one token per step in lockstep (all of them when ``first`` is
+    None)."""
+    if first is None:
+        return list(range(len(lengths)))
+    cut = sorted(lengths)[first - 1]
+    return [i for i, n in enumerate(lengths) if n <= cut]
+
+
+def add_children(engine: Engine, request: ExpandRequest, node_ids: Sequence[int], outputs: Sequence[Sampled]) -> list[Node]:
+    """Add ``outputs`` (in child order) as children of the request's node, with the ids reserved at
+    submission; the text leaves out a final end-of-sequence token, as the ``hf`` engine does."""
+    tree = request.tree
+    if len(outputs) != request.n:
+        raise ReasonError("server", f"answered {len(outputs)} samples for n={request.n}", "check its n support")
+    if request.node not in tree:
+        raise ReasonError("node", "was pruned while it was being expanded", "do not prune pending nodes")
+    children = []
+    for i in first_finished([len(o.token_ids) for o in outputs], request.first):
+        out = outputs[i]
+        if len(out.logprobs) != len(out.token_ids):
+            raise ReasonError("server", "returned no per-token logprobs", "use a server that supports logprobs")
+        text = engine.decode(out.token_ids[:-1] if out.finish_reason == "eos" else out.token_ids)
+        children.append(tree.add_child(request.node, out.token_ids, text, out.logprobs, out.finish_reason, node_ids[i]))
+        tree.ledger.generated_tokens += len(out.token_ids)
+        engine.ledger.generated_tokens += len(out.token_ids)
+    return children
+
+
+def request_ids(request: ExpandRequest, max_context: int) -> list[int]:
+    """The token ids of the path a request expands (validated, and leaving room in the context)."""
+    request.validate()
+    ids = request.tree.prefix_ids(request.node)
+    if len(ids) >= max_context:
+        raise ReasonError("node", f"its path already fills the model's context ({max_context} tokens)",
+                          "expand a shorter path")
+    return ids
+
+
+def max_new_tokens(stop: Stop, room: int) -> int:
+    """The token cap to ask for: the stop's caps and the context room, whichever is least."""
+    return min([room] + [x for x in (stop.max_tokens, stop.segment_tokens) if x is not None])

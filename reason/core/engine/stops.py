@@ -1,0 +1,52 @@
+"""Deciding, token by token, whether a sequence has reached its :class:`~reason.core.engine.base.Stop`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from reason.core.engine.base import Stop
+
+
+class StopChecker:
+    """Checks one sequence's tokens against a :class:`Stop` after every new token.
+
+    Stop strings are matched on the decoded text of a short tail window, so a match that spans token
+    boundaries is found at the token that completes it, without re-decoding the whole sequence.
+    """
+
+    def __init__(
+        self,
+        stop: Stop,
+        eos_ids: set[int],
+        decode: Callable[[Sequence[int]], str],
+        room: int | None,
+    ) -> None:
+        self.stop = stop
+        self.stop_ids = set(stop.token_ids) | (eos_ids if stop.eos else set())
+        self.eos_ids = eos_ids
+        self.decode = decode
+        self.room = room  # tokens the model's context still has for this sequence
+        self.window = max((len(s) for s in stop.strings), default=0) + 4
+
+    def check(self, tokens: Sequence[int]) -> str | None:
+        """The finish reason if ``tokens`` (this sequence's generated tokens, the newest last) end
+        here, else None."""
+        last = tokens[-1]
+        if last in self.stop_ids:
+            return "eos" if last in self.eos_ids and last not in self.stop.token_ids else "stop"
+        if self.stop.strings:
+            tail = tokens[-self.window :]
+            text = self.decode(tail)
+            hits = [s for s in self.stop.strings if s in text]
+            if hits:
+                before = self.decode(tail[:-1]) if len(tail) > 1 else ""
+                if any(s not in before for s in hits):
+                    return "stop"
+        n = len(tokens)
+        if self.stop.segment_tokens is not None and n >= self.stop.segment_tokens:
+            return "segment"
+        if self.stop.max_tokens is not None and n >= self.stop.max_tokens:
+            return "length"
+        if self.room is not None and n >= self.room:
+            return "length"
+        return None
