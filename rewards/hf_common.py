@@ -65,6 +65,22 @@ def left_truncate(ids: list[int], max_len: int | None) -> list[int]:
     return ids[len(ids) - max_len :]
 
 
+def length_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices of items grouped for padded forwards: longest first, each group's padded size
+    (its longest item times its count) at most ``max_tokens`` (a longer item goes alone), so many
+    short items share one forward and long ones do not blow up memory."""
+    if max_tokens < 1:
+        raise ReasonError("batch_tokens", f"must be at least 1 (got {max_tokens})", "use e.g. 16384")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[groups[-1][0]] * (len(groups[-1]) + 1) <= max_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``input_ids`` and ``attention_mask`` (right padding keeps every position's index,
     so a score never moves with the batch's longest item)."""

@@ -8,9 +8,13 @@
 * with an incremental PRM (step ``k``'s score depends only on steps ``1..k``), one model item serves
   every requested node whose steps are a prefix of another's, so a batch of nodes on one path costs
   one item; already-scored ancestors are never re-sent;
-* ``prm_calls`` counts model items, ``prm_tokens`` the tokens fed.
+* one :meth:`NodeScorer.score_many` call scores the nodes of many trees (the runner gathers every
+  problem's queued calls into one) with one ``score_batch`` call of the PRM;
+* ``prm_calls`` counts model items, ``prm_tokens`` the tokens fed (split over the trees by their
+  items' share), ``prm_batches`` the ``score_batch`` calls a tree took part in; the scorer's own
+  :attr:`NodeScorer.batches` counts the calls it made.
 
-:class:`NodeValuer` does the same for value models (``value_calls``).
+:class:`NodeValuer` does the same for value models (``value_calls``, ``value_batches``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class NodeScorer:
         self.aggregation = aggregation
         self.name = name or prm.name
         self.question = question
+        self.batches = 0  # score_batch calls made
 
     @property
     def _steps_key(self) -> str:
@@ -85,16 +90,42 @@ class NodeScorer:
         return split_steps(text, self.delimiter)
 
     def score(self, tree: Tree, nodes: Sequence[Node]) -> list[float]:
-        """Aggregated scores of ``nodes`` (cached in ``node.scores[name]``)."""
+        """Aggregated scores of ``nodes`` of one tree (see :meth:`score_many`)."""
+        return self.score_many([(tree, nodes)])[0]
+
+    def score_many(self, requests: Sequence[tuple[Tree, Sequence[Node]]]) -> list[list[float]]:
+        """Aggregated scores of each ``(tree, nodes)`` request's nodes (cached in
+        ``node.scores[name]``), every unscored node of every tree in one PRM call."""
         key = self._steps_key
-        todo = [n for n in dict.fromkeys(nodes) if key not in n.extra]
-        if todo:
-            self._fill(tree, todo, key)
+        plans = []
+        for tree, nodes in requests:
+            todo = [n for n in dict.fromkeys(nodes) if key not in n.extra]
+            plans.append((tree, *self._plan(tree, todo, key)))
+        items = [(self.question(tree), steps) for tree, send, _ in plans for steps in send.values()]
+        if items:
+            result = self.prm.score_batch(items)
+            self.batches += 1
+            it = iter(result.scores)
+            for tree, send, serve in plans:
+                for n, steps in send.items():
+                    scores = next(it)
+                    if len(scores) != len(steps):
+                        raise ReasonError("prm", f"returned {len(scores)} scores for {len(steps)} steps", "check the PRM adapter")
+                    n.extra[key] = [float(x) for x in scores]
+                for n, donor in serve.items():
+                    n.extra[key] = donor.extra[key][: len(self.steps_of(tree, n))]
+                if send:
+                    tree.ledger.prm_calls += len(send)
+                    tree.ledger.prm_tokens += round(result.tokens * len(send) / len(items))
+                    tree.ledger.prm_batches += 1
         out = []
-        for n in nodes:
-            value = aggregate(n.extra[key], self.aggregation) if n.extra[key] else 0.0
-            n.scores[self.name] = value
-            out.append(value)
+        for tree, nodes in requests:
+            row = []
+            for n in nodes:
+                value = aggregate(n.extra[key], self.aggregation) if n.extra[key] else 0.0
+                n.scores[self.name] = value
+                row.append(value)
+            out.append(row)
         return out
 
     def step_scores(self, tree: Tree, node: Node) -> list[float]:
@@ -102,8 +133,8 @@ class NodeScorer:
         self.score(tree, [node])
         return list(node.extra[self._steps_key])
 
-    def _fill(self, tree: Tree, nodes: list[Node], key: str) -> None:
-        question = self.question(tree)
+    def _plan(self, tree: Tree, nodes: list[Node], key: str) -> tuple[dict[Node, list[str]], dict[Node, Node]]:
+        """The nodes to send with their steps, and the nodes served by a sent node's scores."""
         steps = {n: self.steps_of(tree, n) for n in nodes}
         for n in nodes:
             if not steps[n]:
@@ -122,16 +153,7 @@ class NodeScorer:
                 else:
                     serve[n] = donor
             pending = sent
-        if pending:
-            result = self.prm.score_batch([(question, steps[n]) for n in pending])
-            for n, s in zip(pending, result.scores):
-                if len(s) != len(steps[n]):
-                    raise ReasonError("prm", f"returned {len(s)} scores for {len(steps[n])} steps", "check the PRM adapter")
-                n.extra[key] = [float(x) for x in s]
-            tree.ledger.prm_calls += len(pending)
-            tree.ledger.prm_tokens += result.tokens
-        for n, donor in serve.items():
-            n.extra[key] = donor.extra[key][: len(steps[n])]
+        return {n: steps[n] for n in pending}, serve
 
 
 class NodeValuer:
@@ -141,14 +163,25 @@ class NodeValuer:
         self.model = model
         self.name = name or model.name
         self.question = question
+        self.batches = 0  # value_batch calls made
 
     def value(self, tree: Tree, nodes: Sequence[Node]) -> list[float]:
-        """Values of ``nodes``; each node is valued once."""
-        todo = [n for n in dict.fromkeys(nodes) if self.name not in n.scores]
-        if todo:
-            question = self.question(tree)
-            result = self.model.value_batch([(question, tree.text(n)) for n in todo])
-            for n, v in zip(todo, result.values):
-                n.scores[self.name] = float(v)
-            tree.ledger.value_calls += len(todo)
-        return [n.scores[self.name] for n in nodes]
+        """Values of ``nodes`` of one tree (see :meth:`score_many`)."""
+        return self.score_many([(tree, nodes)])[0]
+
+    def score_many(self, requests: Sequence[tuple[Tree, Sequence[Node]]]) -> list[list[float]]:
+        """Values of each ``(tree, nodes)`` request's nodes, every unvalued node of every tree in
+        one model call; each node is valued once."""
+        todo = [(tree, [n for n in dict.fromkeys(nodes) if self.name not in n.scores]) for tree, nodes in requests]
+        items = [(self.question(tree), tree.text(n)) for tree, nodes in todo for n in nodes]
+        if items:
+            result = self.model.value_batch(items)
+            self.batches += 1
+            it = iter(result.values)
+            for tree, nodes in todo:
+                for n in nodes:
+                    n.scores[self.name] = float(next(it))
+                if nodes:
+                    tree.ledger.value_calls += len(nodes)
+                    tree.ledger.value_batches += 1
+        return [[n.scores[self.name] for n in nodes] for _, nodes in requests]

@@ -17,6 +17,7 @@ from reason.core.errors import ReasonError
 from rewards.base import ProcessRewardModel, ValueModel, Values
 from rewards.hf_common import (
     left_truncate,
+    length_batches,
     load_pretrained,
     load_tokenizer,
     pad_id_of,
@@ -44,7 +45,7 @@ class LMValueModel(ValueModel):
         head: str = "token",
         activation: str = "sigmoid",
         prompt_format: str = "{question}\n{partial}",
-        batch_size: int = 16,
+        batch_tokens: int = 16384,
         max_length: int | None = 4096,
     ) -> None:
         if head not in ("token", "sequence"):
@@ -56,7 +57,8 @@ class LMValueModel(ValueModel):
         self.model, self.tokenizer = model, tokenizer
         self.head, self.activation = head, activation
         self.prompt_format = prompt_format
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_tokens, self.max_length = batch_tokens, max_length
+        self.forwards = 0  # model forwards run
 
     @classmethod
     def from_pretrained(cls, name: str, *, head: str = "token", dtype: Any = "auto", device: Any = None,
@@ -80,18 +82,20 @@ class LMValueModel(ValueModel):
     def value_batch(self, items: Sequence[tuple[str, str]]) -> Values:
         encoded = [self.encode(q, p) for q, p in items]
         device = next(self.model.parameters()).device
-        out: list[float] = []
-        for start in range(0, len(encoded), self.batch_size):
-            chunk = encoded[start : start + self.batch_size]
+        out: list[float] = [0.0] * len(encoded)
+        for group in length_batches([len(e) for e in encoded], self.batch_tokens):
+            chunk = [encoded[i] for i in group]
             ids, mask = pad_right(chunk, pad_id_of(self.tokenizer), device)
             with torch.inference_mode():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            self.forwards += 1
             if self.head == "token":
                 last = torch.tensor([len(c) - 1 for c in chunk], device=device)
                 raw = logits[torch.arange(len(chunk), device=device), last, 0]
             else:
                 raw = logits[:, 0]
-            out.extend((torch.sigmoid(raw) if self.activation == "sigmoid" else raw).tolist())
+            for i, x in zip(group, (torch.sigmoid(raw) if self.activation == "sigmoid" else raw).tolist()):
+                out[i] = x
         return Values(out, sum(len(e) for e in encoded))
 
 

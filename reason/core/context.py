@@ -1,10 +1,16 @@
 """The async layer strategies are written against.
 
-A strategy is a coroutine over a :class:`SearchContext`: it awaits ``ctx.expand(...)`` and (later)
-scores. A :class:`Runner` drives many such coroutines, for many problems, over one engine: each time
-every coroutine is blocked, the requests they submitted go to the engine, which advances all of them
-together (continuous batching), and a finished request wakes its coroutine at once so its next
-request joins the batch at the following step.
+A strategy is a coroutine over a :class:`SearchContext`: it awaits ``ctx.expand(...)``,
+``ctx.score(...)`` and ``ctx.values(...)``. A :class:`Runner` drives many such coroutines, for many
+problems, over one engine: each time every coroutine is blocked, the expansions they submitted go
+to the engine, which advances all of them together (continuous batching), and a finished request
+wakes its coroutine at once so its next request joins the batch at the following step.
+
+Scorer calls batch the same way: ``ctx.score`` queues the nodes with the runner, and the runner
+hands every queued call of one scorer, from every problem, to that scorer in one
+:meth:`TreeScorer.score_many` call. It does so when the engine has nothing else to do or when at
+least half of the live searches wait on a scorer (waiting longer would idle those searches while
+the rest decode; scoring sooner would split the batch).
 
 :meth:`Runner.run` is the synchronous wrapper (it also works when called from inside a running event
 loop, e.g. a notebook).
@@ -17,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
 from reason.core.errors import ReasonError
@@ -25,6 +31,18 @@ from reason.core.seeding import derive_seed
 from reason.core.tree import Node, Tree
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class TreeScorer(Protocol):
+    """What the runner calls to score nodes: one call for the nodes of many trees, returning one
+    list of floats per ``(tree, nodes)`` request, in order (``rewards.scoring.NodeScorer`` for PRMs,
+    ``rewards.scoring.NodeValuer`` for value models). Scores are cached per node and charged to each
+    tree's ledger by the scorer."""
+
+    def score_many(self, requests: Sequence[tuple[Tree, Sequence[Node]]]) -> list[list[float]]:
+        """Scores of each request's nodes."""
+        ...
 
 
 class SearchContext:
@@ -38,15 +56,15 @@ class SearchContext:
         tree: Tree,
         seed: int = 0,
         *,
-        prm: Any = None,
-        value: Any = None,
+        prm: TreeScorer | None = None,
+        value: TreeScorer | None = None,
     ) -> None:
         self.runner = runner
         self.tree = tree
         self.seed = seed
         self.rng = random.Random(seed)
-        self.prm = prm  # scores nodes: .score(tree, nodes) -> list[float] (rewards.scoring.NodeScorer)
-        self.value = value  # values nodes: .value(tree, nodes) -> list[float] (rewards.scoring.NodeValuer)
+        self.prm = prm
+        self.value = value
         self._seeds = 0
         self._t0 = time.perf_counter()
 
@@ -84,16 +102,18 @@ class SearchContext:
         return children
 
     async def score(self, nodes: Sequence[Node]) -> list[float]:
-        """The PRM's aggregated scores of ``nodes`` (cached per node; charged to the tree's ledger)."""
+        """The PRM's aggregated scores of ``nodes`` (cached per node; charged to the tree's ledger),
+        batched with every other problem's PRM calls (see the module docstring)."""
         if self.prm is None:
             raise ReasonError("prm", "this search needs a PRM", "pass --prm NAME[=PATH]")
-        return list(self.prm.score(self.tree, list(nodes)))
+        return await self.runner.score(self.prm, self.tree, nodes)
 
     async def values(self, nodes: Sequence[Node]) -> list[float]:
-        """The value model's estimates for ``nodes`` (cached per node; charged to the ledger)."""
+        """The value model's estimates for ``nodes`` (cached per node; charged to the ledger),
+        batched like :meth:`score`."""
         if self.value is None:
             raise ReasonError("value", "this search needs a value model", "pass --value NAME[=PATH]")
-        return list(self.value.value(self.tree, list(nodes)))
+        return await self.runner.score(self.value, self.tree, nodes)
 
     async def expand_all(
         self, requests: Sequence[tuple[Node, int]], stop: Stop | None = None, sampling: Sampling | None = None
@@ -110,6 +130,8 @@ class Runner:
         self._futures: dict[int, asyncio.Future] = {}
         self._submitted = 0
         self._wake: asyncio.Event | None = None
+        # Queued scorer calls, by scorer: (scorer, [(tree, nodes, future), ...]).
+        self._scoring: dict[int, tuple[TreeScorer, list[tuple[Tree, list[Node], asyncio.Future]]]] = {}
 
     def context(
         self,
@@ -137,6 +159,33 @@ class Runner:
             self._wake.set()
         return fut
 
+    def score(self, scorer: TreeScorer, tree: Tree, nodes: Sequence[Node]) -> asyncio.Future[list[float]]:
+        """Queue a scorer call for ``nodes`` of ``tree``; the future resolves to their scores when
+        the runner next flushes ``scorer``'s queue (see the module docstring)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._scoring.setdefault(id(scorer), (scorer, []))[1].append((tree, list(nodes), fut))
+        self._submitted += 1
+        if self._wake is not None:
+            self._wake.set()
+        return fut
+
+    def _queued_scores(self) -> int:
+        return sum(len(calls) for _, calls in self._scoring.values())
+
+    def _flush_scores(self) -> None:
+        queued, self._scoring = self._scoring, {}
+        for scorer, calls in queued.values():
+            try:
+                results = scorer.score_many([(tree, nodes) for tree, nodes, _ in calls])
+            except Exception as exc:  # every waiting search sees the scorer's error
+                for _, _, fut in calls:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), scores in zip(calls, results):
+                if not fut.done():
+                    fut.set_result(list(scores))
+
     async def _settle(self) -> None:
         # Let every coroutine that can run do so until it blocks; chains of tasks take a few rounds.
         quiet = 0
@@ -156,6 +205,10 @@ class Runner:
                 pending = [t for t in tasks if not t.done()]
                 if not pending:
                     break
+                queued = self._queued_scores()
+                if queued and (not self.engine.has_work() or 2 * queued >= len(pending)):
+                    self._flush_scores()
+                    continue
                 if self.engine.has_work():
                     for outcome in self.engine.step():
                         fut = self._futures.pop(outcome.ticket, None)
@@ -176,6 +229,7 @@ class Runner:
             for t in tasks:
                 if not t.done():
                     t.cancel()
+            self._scoring = {}
         for t in tasks:  # retrieve every failure, so none is logged as "never retrieved" below
             if t.done() and not t.cancelled():
                 t.exception()

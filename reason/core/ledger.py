@@ -20,7 +20,9 @@ class Ledger(BaseModel):
     * ``forward_passes``: policy forward calls this problem took part in (for an engine's own
       ledger: forward calls made).
     * ``draft_proposed`` / ``draft_accepted``: speculative draft tokens verified / kept.
-    * ``prm_calls``, ``prm_tokens``, ``value_calls``, ``verifier_calls``: scorer work.
+    * ``prm_calls``, ``prm_tokens``, ``value_calls``, ``verifier_calls``: scorer work (items scored).
+    * ``prm_batches`` / ``value_batches``: scorer model calls this problem took part in; with many
+      problems searched at once, their scorer calls share batches (:mod:`reason.core.context`).
     * ``wall_seconds``: elapsed time.
 
     With the whole tree cached, ``prefill_tokens == prompt_tokens``.
@@ -37,7 +39,9 @@ class Ledger(BaseModel):
     draft_accepted: int = 0
     prm_calls: int = 0
     prm_tokens: int = 0
+    prm_batches: int = 0
     value_calls: int = 0
+    value_batches: int = 0
     verifier_calls: int = 0
     wall_seconds: float = 0.0
 

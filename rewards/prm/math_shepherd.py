@@ -21,13 +21,13 @@ def _logits(output: Any) -> torch.Tensor:
 
 
 class MathShepherdPRM(TaggedPRM):
-    """Math-Shepherd adapter (options: ``step_tag``, ``good``, ``bad``, ``batch_size``, ``max_length``)."""
+    """Math-Shepherd adapter (options: ``step_tag``, ``good``, ``bad``, ``batch_tokens``, ``max_length``)."""
 
     name = "math-shepherd"
 
     def __init__(self, model: Any, tokenizer: Any, *, step_tag: str = "ки", good: str = "+", bad: str = "-",
-                 batch_size: int = 8, max_length: int | None = 4096) -> None:
-        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
+                 batch_tokens: int = 16384, max_length: int | None = 4096) -> None:
+        super().__init__(model, tokenizer, batch_tokens=batch_tokens, max_length=max_length)
         self.step_tag = step_tag
         # The tag always follows a space, so take the id the tokenizer gives it there.
         self.tag_id = _spaced_id(tokenizer, step_tag)

@@ -57,7 +57,7 @@ def _label_logits(output: Any) -> torch.Tensor:
 class QwenMathPRM(TaggedPRM):
     """Qwen2.5-Math-PRM adapter (see the module docstring).
 
-    Options: ``step_tag`` (default ``<extra_0>``), ``system_prompt``, ``batch_size``, ``max_length``.
+    Options: ``step_tag`` (default ``<extra_0>``), ``system_prompt``, ``batch_tokens``, ``max_length``.
     """
 
     name = "qwen"
@@ -69,10 +69,10 @@ class QwenMathPRM(TaggedPRM):
         *,
         step_tag: str = "<extra_0>",
         system_prompt: str = QWEN_MATH_SYSTEM,
-        batch_size: int = 8,
+        batch_tokens: int = 16384,
         max_length: int | None = 4096,
     ) -> None:
-        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        super().__init__(model, tokenizer, batch_tokens=batch_tokens, max_length=max_length)
         self.step_tag = step_tag
         self.tag_id = single_token_id(tokenizer, step_tag, "step_tag")
         self.system_prompt = system_prompt

@@ -19,13 +19,13 @@ from rewards.prm.tagged import TaggedPRM, pair_probability
 
 
 class RLHFlowPRM(TaggedPRM):
-    """RLHFlow adapter (options: ``good``, ``bad``, ``batch_size``, ``max_length``)."""
+    """RLHFlow adapter (options: ``good``, ``bad``, ``batch_tokens``, ``max_length``)."""
 
     name = "rlhflow"
 
-    def __init__(self, model: Any, tokenizer: Any, *, good: str = "+", bad: str = "-", batch_size: int = 8,
+    def __init__(self, model: Any, tokenizer: Any, *, good: str = "+", bad: str = "-", batch_tokens: int = 16384,
                  max_length: int | None = 4096) -> None:
-        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        super().__init__(model, tokenizer, batch_tokens=batch_tokens, max_length=max_length)
         if not getattr(tokenizer, "chat_template", None):
             raise ReasonError("prm", "the RLHFlow PRM's tokenizer has no chat template", "use the PRM's own tokenizer")
         self.good, self.bad = good, bad

@@ -89,13 +89,13 @@ def _find_head(name: str) -> dict[str, torch.Tensor]:
 
 
 class SkyworkPRM(TaggedPRM):
-    """Skywork PRM adapter (options: ``step_token``, ``batch_size``, ``max_length``)."""
+    """Skywork PRM adapter (options: ``step_token``, ``batch_tokens``, ``max_length``)."""
 
     name = "skywork"
 
-    def __init__(self, model: nn.Module, tokenizer: Any, *, step_token: str = "\n", batch_size: int = 8,
+    def __init__(self, model: nn.Module, tokenizer: Any, *, step_token: str = "\n", batch_tokens: int = 16384,
                  max_length: int | None = 4096) -> None:
-        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        super().__init__(model, tokenizer, batch_tokens=batch_tokens, max_length=max_length)
         ids = tokenizer.encode(step_token, add_special_tokens=False)
         if len(ids) != 1:
             raise ReasonError("step_token", f"{step_token!r} is not one token for this tokenizer", "use the PRM's own tokenizer")

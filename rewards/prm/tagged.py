@@ -17,17 +17,18 @@ import torch
 
 from reason.core.errors import ReasonError
 from rewards.base import ProcessRewardModel, StepScores, check_steps
-from rewards.hf_common import pad_id_of, pad_right
+from rewards.hf_common import length_batches, pad_id_of, pad_right
 
 
 class TaggedPRM(ProcessRewardModel):
     """Base class of the transformers PRM adapters (see the module docstring)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = 4096) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, batch_tokens: int = 16384, max_length: int | None = 4096) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self.max_length = max_length
+        self.forwards = 0  # model forwards run
 
     @abstractmethod
     def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -57,17 +58,18 @@ class TaggedPRM(ProcessRewardModel):
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> StepScores:
         prepared = [self._prepare(q, steps) for q, steps in items]
         device = next(self.model.parameters()).device
-        out: list[list[float]] = []
-        for start in range(0, len(prepared), self.batch_size):
-            chunk = prepared[start : start + self.batch_size]
+        out: list[list[float]] = [[] for _ in prepared]
+        for group in length_batches([len(ids) for ids, _ in prepared], self.batch_tokens):
+            chunk = [prepared[i] for i in group]
             ids, mask = pad_right([c[0] for c in chunk], pad_id_of(self.tokenizer), device)
             rows = torch.tensor([r for r, (_, pos) in enumerate(chunk) for _ in pos], device=device)
             cols = torch.tensor([p for _, pos in chunk for p in pos], device=device)
             with torch.inference_mode():
                 flat = self.read(self.forward(ids, mask), rows, cols).float().tolist()
+            self.forwards += 1
             at = 0
-            for _, pos in chunk:
-                out.append(flat[at : at + len(pos)])
+            for i, (_, pos) in zip(group, chunk):
+                out[i] = flat[at : at + len(pos)]
                 at += len(pos)
         return StepScores(out, sum(len(c[0]) for c in prepared))
 

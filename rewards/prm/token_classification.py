@@ -18,13 +18,13 @@ from rewards.prm.tagged import TaggedPRM, label_probability
 
 
 class TokenClassificationPRM(TaggedPRM):
-    """Token-classification PRM adapter (options: ``separator``, ``batch_size``, ``max_length``)."""
+    """Token-classification PRM adapter (options: ``separator``, ``batch_tokens``, ``max_length``)."""
 
     name = "token-classification"
 
-    def __init__(self, model: Any, tokenizer: Any, *, separator: str = "\n\n", batch_size: int = 8,
+    def __init__(self, model: Any, tokenizer: Any, *, separator: str = "\n\n", batch_tokens: int = 16384,
                  max_length: int | None = 4096) -> None:
-        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        super().__init__(model, tokenizer, batch_tokens=batch_tokens, max_length=max_length)
         if getattr(model.config, "num_labels", 2) != 2:
             raise ReasonError("prm", f"the head has {model.config.num_labels} labels, not 2", "use a two-label checkpoint")
         self.separator_ids = list(tokenizer(separator, add_special_tokens=False)["input_ids"])
