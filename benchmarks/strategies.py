@@ -3,6 +3,11 @@
 Prints, per strategy: accuracy with a 95% Wilson interval, mean generated tokens, PRM calls and
 value calls per problem, and wall time. Run: ``python benchmarks/strategies.py [--n 200 --budget 16
 --level 3]``. Problems come from the arith test split (never trained on).
+
+``--scorer-batching`` instead runs the scorer-heavy strategies on ``--n`` problems twice, all at once
+and one problem at a time, and prints how many PRM and value-model calls (and value-model forwards)
+each took: searched together, every problem's scorer requests share calls. It checks that both
+runs give the same answers and scores.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from tasks.registry import resolve_model
 from rewards.catalog import load_prm, load_value
 from reason.shortcuts import solve_many
 from tasks.arith.problems import generate
+from tasks.arith.scorers import ArithPRM
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -35,7 +41,11 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated strategy labels to run")
+    parser.add_argument("--scorer-batching", action="store_true", help="compare scorer calls: all problems at once vs one at a time")
     args = parser.parse_args()
+    if args.scorer_batching:
+        scorer_batching(args)
+        return
     engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
     problems = generate(args.level, args.n, seed=args.seed)
     questions = [p.question for p in problems]
@@ -69,6 +79,47 @@ def main() -> None:
             if name.startswith("particle gibbs") and budget < 4:
                 continue
             row(name, engine, questions, problems, budget, args.seed, options)
+
+
+class CountingArithPRM(ArithPRM):
+    """The exact arith PRM, counting its ``score_batch`` calls (what a model PRM runs as forwards)."""
+
+    calls = 0
+
+    def score_batch(self, items):
+        self.calls += 1
+        return super().score_batch(items)
+
+
+def scorer_batching(args: argparse.Namespace) -> None:
+    """Scorer calls with every problem searched at once against one problem at a time."""
+    engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+    questions = [p.question for p in generate(args.level, args.n, seed=args.seed)]
+    budget = int(args.budget.split(",")[0])
+    print(f"\narith level {args.level}, {args.n} problems, budget {budget}: scorer calls together vs alone")
+    print("| strategy | PRM calls alone | PRM calls together | fewer | value forwards alone | value forwards together "
+          "| fewer | same answers and scores |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    runs = [("best_of_n (prm)", dict(strategy="best_of_n")), ("beam", dict(strategy="beam")),
+            ("dvts", dict(strategy="dvts")), ("mcts (prm)", dict(strategy="mcts", evaluate="prm")),
+            ("mcts (value)", dict(strategy="mcts", evaluate="value")), ("astar", dict(strategy="astar")),
+            ("particle", dict(strategy="particle")), ("epf", dict(strategy="epf"))]
+    if args.only:
+        runs = [r for r in runs if r[0] in args.only.split(",")]
+    for name, options in runs:
+        calls, forwards, outputs = {}, {}, {}
+        for mode in ("alone", "together"):
+            prm, value = CountingArithPRM(), load_value("arith")
+            kwargs = dict(budget=budget, prm=prm, value=value if options.get("evaluate") == "value" else None, **options)
+            if mode == "together":
+                results = solve_many(engine, questions, seed=args.seed, **kwargs)
+            else:
+                results = [solve_many(engine, [q], seed=args.seed + i, **kwargs)[0] for i, q in enumerate(questions)]
+            calls[mode], forwards[mode] = prm.calls, value.forwards
+            outputs[mode] = [(r.answer, [c.score for c in r.candidates]) for r in results]
+        ratio = lambda d: f"{d['alone'] / d['together']:.1f}x" if d["together"] else "-"
+        print(f"| {name} | {calls['alone']} | {calls['together']} | {ratio(calls)} | {forwards['alone']} | "
+              f"{forwards['together']} | {ratio(forwards)} | {outputs['alone'] == outputs['together']} |", flush=True)
 
 
 def row(name: str, engine, questions, problems, budget: int, seed: int, options: dict) -> None:

@@ -1,0 +1,48 @@
+"""Scorer calls of many problems searched at once share batches (the runner gathers them)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reason.core.engine.hf import HFEngine
+from reason.shortcuts import solve_many
+from tasks.arith.problems import generate
+from tasks.arith.scorers import ArithPRM
+from tasks.registry import resolve_model
+
+
+class CountingPRM(ArithPRM):
+    """The exact arith PRM, counting the batches it is asked to score."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.items = 0
+
+    def score_batch(self, items):
+        self.calls += 1
+        self.items += len(items)
+        return super().score_batch(items)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+
+
+@pytest.mark.parametrize("strategy", ["beam", "particle"])
+def test_32_problems_share_prm_calls_with_the_same_scores(engine, strategy):
+    questions = [p.question for p in generate(3, 32, seed=5)]
+    together_prm, alone_prm = CountingPRM(), CountingPRM()
+    together = solve_many(engine, questions, strategy=strategy, budget=4, prm=together_prm, seed=0)
+    alone = [solve_many(engine, [q], strategy=strategy, budget=4, prm=alone_prm, seed=i)[0]
+             for i, q in enumerate(questions)]
+    # Same trees, same scores: batching changes only how the calls are grouped.
+    for a, b in zip(together, alone):
+        assert a.tree.to_dict()["nodes"] == b.tree.to_dict()["nodes"]
+        assert [c.score for c in a.candidates] == [c.score for c in b.candidates]
+    assert together_prm.items == alone_prm.items
+    assert together_prm.calls * 8 <= alone_prm.calls
+    # Each problem's ledger counts the calls it took part in: alone, every call is its own.
+    assert sum(r.ledger.prm_batches for r in alone) == alone_prm.calls
+    assert all(r.ledger.prm_batches <= together_prm.calls for r in together)
