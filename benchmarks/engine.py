@@ -3,8 +3,8 @@
 1. Sampling: N completions for each of P prompts (a system prompt plus a MATH-500 problem) with our
    engine versus ``model.generate(num_return_sequences=N, do_sample=True)``: tokens/s ratio.
 2. Branching: every node gets W children, to depth D, for P prompts (steps of S tokens), with our
-   engine versus the same engine with prefix caching off (every expansion prefills its whole path
-   again): ratio of tokens fed to the model and of wall time.
+   engine versus the same engine with prefix caching off (``NoPrefixCacheEngine``: every expansion
+   prefills its whole path again): ratio of tokens fed to the model and of wall time.
 
 The model is a random-weight model of a realistic shape (Qwen2.5-0.5B's config; 8 of its 24 layers
 by default, ``--layers 24`` for all), float32 on CPU. Run: ``python benchmarks/engine.py`` (``--help`` for sizes).
@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 from reason.core.engine.base import ExpandRequest, Sampling, Stop
 from reason.core.engine.hf import HFEngine
+from reason.core.engine.hf.nocache import NoPrefixCacheEngine
 from reason.core.tiny import build_tokenizer
 
 SYSTEM = (
@@ -128,8 +129,8 @@ def grow(engine: HFEngine, ids: list[list[int]], width: int, depth: int, segment
 
 def bench_branching(model, tokenizer, ids: list[list[int]], width: int, depth: int, segment: int) -> dict:
     results = {}
-    for name, cache in (("cached", True), ("no_cache", False)):
-        engine = HFEngine(model, tokenizer, prefix_cache=cache)
+    for name, engine_class in (("cached", HFEngine), ("no_cache", NoPrefixCacheEngine)):
+        engine = engine_class(model, tokenizer)
         nodes, seconds = timed(lambda: grow(engine, ids, width, depth, segment))
         led = engine.ledger
         results[name] = {

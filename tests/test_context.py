@@ -90,7 +90,7 @@ def test_finished_request_frees_its_slot_for_a_waiting_one(llama, tokenizer):
     while engine.has_work():
         for outcome in engine.step():
             finished_at[outcome.ticket] = step
-        for job in engine._running:
+        for job in engine.scheduler.running:
             admitted_at.setdefault(job.ticket, step)
         step += 1
     assert admitted_at[tickets[2]] > 0

@@ -6,6 +6,7 @@ import pytest
 
 from reason.core.engine.base import ExpandRequest, Sampling, Stop
 from reason.core.engine.hf import HFEngine
+from reason.core.engine.hf.nocache import NoPrefixCacheEngine
 
 PROMPTS = [f"Problem {i}: what is {i} * {i + 3}? Think step by step.\nStep 1:" for i in range(8)]
 STOP = Stop(strings=("\n",), max_tokens=6)
@@ -103,7 +104,7 @@ def test_running_cap_and_packed_siblings_do_not_change_tokens(llama, tokenizer):
 
 def test_no_prefix_cache_refills_paths(llama, tokenizer):
     ref = grow(HFEngine(llama, tokenizer))
-    engine = HFEngine(llama, tokenizer, prefix_cache=False)
+    engine = NoPrefixCacheEngine(llama, tokenizer)
     trees = grow(engine)
     assert snapshot(trees) == snapshot(ref)
     for t in trees:

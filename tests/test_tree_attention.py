@@ -22,7 +22,7 @@ def cached_prompt(engine):
 def logits_of(engine, rows):
     for r in rows:
         r.write_slots = engine.pool.alloc(r.q)
-    return engine.logits(engine._forward(rows))
+    return engine.logits(engine.runner.forward(rows))
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

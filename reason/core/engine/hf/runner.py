@@ -1,0 +1,152 @@
+"""The model side of the hf engine: planned rows in, hidden states, logits and sampled tokens out.
+
+:class:`ModelRunner` groups a step's rows into forwards (long prefill rows apart from short decode
+rows, prefill rows packed up to a token budget), packs each group with
+:func:`~reason.core.engine.hf.batch.build_batch`, runs the base model over the shared KV pool
+(:class:`~reason.core.engine.hf.kv.PoolCache`), turns hidden states into logits (with the model's
+logit scale and soft-capping) and chooses tokens with :func:`~reason.core.engine.hf.sampler.choose_tokens`,
+each from its sequence's own uniform stream. :func:`new_pool` sizes the KV pool for a model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from reason.core.engine.base import Sampling
+from reason.core.engine.hf.batch import Row, build_batch
+from reason.core.engine.hf.kv import KVPool, PoolCache
+from reason.core.engine.hf.sampler import choose_tokens
+from reason.core.engine.hf.scheduler import Plan, Seq
+from reason.core.errors import ReasonError
+from reason.core.ledger import Ledger
+from reason.core.seeding import uniform
+
+
+def text_config(model: Any) -> Any:
+    """The config of the model's text decoder (the model's own config for a plain causal LM)."""
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+
+def new_pool(model: Any, cache_tokens: int | None, cache_bytes: int | None) -> KVPool:
+    """A KV pool for ``model`` within ``cache_tokens`` slots or ``cache_bytes`` bytes (at most one
+    given; neither: unbounded)."""
+    cfg = text_config(model)
+    param = next(model.parameters())
+    n_layers = cfg.num_hidden_layers
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    bytes_per = 2 * n_layers * kv_heads * head_dim * torch.empty((), dtype=param.dtype).element_size()
+    if cache_bytes is not None:
+        cache_tokens = max(1, cache_bytes // bytes_per)
+    if cache_tokens is not None and cache_tokens < 1:
+        raise ReasonError("cache_tokens", f"must be at least 1 (got {cache_tokens})", "raise the budget")
+    return KVPool(n_layers, kv_heads, head_dim, param.dtype, param.device, cache_tokens)
+
+
+class ModelRunner:
+    """Forwards of planned rows over the KV pool, logits, and token choice.
+
+    Parameters:
+        model: a loaded causal LM (sdpa or eager attention).
+        pool: the KV pool the forwards read and write.
+        ledger: the engine's ledger (forwards and generated tokens are counted).
+        prefill_tokens_per_forward: bound on padded tokens of one prefill forward.
+    """
+
+    PREFILL_ROW_TOKENS = 16  # rows longer than this go in prefill forwards
+
+    def __init__(self, model: Any, pool: KVPool, ledger: Ledger, prefill_tokens_per_forward: int = 8192) -> None:
+        self.model = model
+        self.pool = pool
+        self.ledger = ledger
+        self.prefill_budget = prefill_tokens_per_forward
+        self.base = getattr(model, model.base_model_prefix)
+        # transformers renamed the forward's cache argument (past_key_values -> cache, the old name
+        # deprecated since 5.2x and due to go in 5.40): pass whichever this model's forward takes.
+        params = inspect.signature(self.base.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.head = model.get_output_embeddings()
+        self.config = text_config(model)
+        self.device = pool.device
+        self.dtype = pool.dtype
+        self._softcap = getattr(self.config, "final_logit_softcapping", None)
+        self._logit_scale = getattr(self.config, "logit_scale", None)
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the output embedding (the ids the model can produce)."""
+        return self.head.weight.shape[0]
+
+    def split(self, plans: list[Plan]) -> tuple[list[list[Plan]], list[Plan]]:
+        """Group ``plans`` into forwards: prefill groups of long rows (each within the prefill token
+        budget, padded), and one group of the short decode rows (empty when there are none)."""
+        long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS]
+        short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS]
+        groups: list[list[Plan]] = []
+        for p in sorted(long_rows, key=lambda p: p.row.q):
+            if groups:
+                g = groups[-1]
+                # Sorted by q, so this row is the group's longest.
+                if p.row.q * (len(g) + 1) <= self.prefill_budget:
+                    g.append(p)
+                    continue
+            groups.append([p])
+        return groups, short_rows
+
+    def run(self, plans: list[Plan]) -> torch.Tensor:
+        """One forward of ``plans``' rows, counted in the engine's and each tree's ledger; the
+        hidden states of every row's wanted queries, in row order."""
+        hidden = self.forward([p.row for p in plans])
+        self.ledger.forward_passes += 1
+        for tree in {p.job.tree for p in plans}:
+            tree.ledger.forward_passes += 1
+        return hidden
+
+    def forward(self, rows: list[Row]) -> torch.Tensor:
+        """One forward of ``rows`` (their ``write_slots`` allocated): the final hidden states of
+        every row's ``want`` queries, ``[n, hidden]``, in row order."""
+        batch = build_batch(rows, self.dtype, self.device)
+        cache = PoolCache(self.pool, batch.write_idx, batch.read_idx)
+        with torch.inference_mode():
+            out = self.base(
+                input_ids=batch.input_ids,
+                attention_mask=batch.mask,
+                position_ids=batch.position_ids,
+                use_cache=True,
+                **{self._cache_arg: cache},
+            )
+            return out.last_hidden_state[batch.gather_rows, batch.gather_cols]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (float32) from final hidden states ``[n, hidden]``."""
+        with torch.inference_mode():
+            logits = self.head(hidden).float()
+            if self._logit_scale is not None:
+                logits = logits * self._logit_scale
+            if self._softcap is not None:
+                logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits
+
+    def choose(self, logits: torch.Tensor, seqs: list[Seq], ahead: list[int]) -> tuple[list[int], list[float]]:
+        """The token each row of ``logits`` gives its sequence at ``ahead`` tokens past its current
+        end: drawn with that position's uniform, so a draft position gets exactly the token plain
+        decoding would give it. ``logits`` may be overwritten."""
+        samplings: list[Sampling] = [s.job.request.sampling for s in seqs]
+        with torch.inference_mode():
+            return choose_tokens(
+                logits,
+                [sp.temperature for sp in samplings],
+                [sp.top_k for sp in samplings],
+                [sp.top_p for sp in samplings],
+                [uniform(s.seed, len(s.tokens) + a) for s, a in zip(seqs, ahead)],
+            )
+
+    def sample(self, logits: torch.Tensor, seqs: list[Seq]) -> None:
+        """Append to each sequence the next token its row of ``logits`` gives it."""
+        tokens, logprobs = self.choose(logits, seqs, [0] * len(seqs))
+        for s, t, lp in zip(seqs, tokens, logprobs):
+            s.append(t, lp, self.ledger)
