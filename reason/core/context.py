@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
 from reason.core.errors import ReasonError
+from reason.core.scorers import PRMScorer, ValueScorer
 from reason.core.seeding import derive_seed
 from reason.core.tree import Node, Tree
 
@@ -38,8 +39,8 @@ class SearchContext:
         tree: Tree,
         seed: int = 0,
         *,
-        prm: Any = None,
-        value: Any = None,
+        prm: PRMScorer | None = None,
+        value: ValueScorer | None = None,
     ) -> None:
         self.runner = runner
         self.tree = tree
