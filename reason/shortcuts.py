@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from reason.core.engine.base import Engine, Sampling, Stop
 from reason.core.errors import ReasonError
 from reason.core.ledger import Ledger
+from reason.core.scorers import Verifier
+from reason.core.tree import FinishReason
 from search.records import Reward, RolloutRecord, exactly, leaf_records, reward_source
 from search.result import SearchResult
 from search.solve import check_options, solve_problems
@@ -27,7 +29,7 @@ class Sample(BaseModel):
     text: str
     token_ids: list[int]
     logprobs: list[float]
-    finish_reason: str | None
+    finish_reason: FinishReason | None
 
 
 class GenerateResult(BaseModel):
@@ -52,9 +54,7 @@ def generate(
     samples = [Sample(text=c.text, token_ids=c.token_ids, logprobs=c.logprobs, finish_reason=c.finish_reason) for c in children]
     ledger = tree.ledger.model_copy()
     ledger.wall_seconds = time.perf_counter() - started
-    release = getattr(engine, "release", None)
-    if release is not None:
-        release(tree)
+    engine.release(tree)
     return GenerateResult(samples=samples, ledger=ledger)
 
 
@@ -73,7 +73,8 @@ def solve(engine: Engine, question: str, **options: Any) -> SearchResult:
 
 
 def rollout(engine: Engine, prompts: Sequence[Any], *, strategy: str = "treepo", n: int = 16,
-            reward: Reward | None = None, answers: Sequence[str] | None = None, verifier: Any = None, seed: int = 0,
+            reward: Reward | None = None, answers: Sequence[str] | None = None,
+            verifier: Verifier | str | None = None, seed: int = 0,
             suite: str = "arith", weighting: str = "group_size", exact_n: bool = True, temperature: float = 1.0,
             max_tokens: int = 1024, prm: Any = None, value: Any = None, **options: Any) -> list[RolloutRecord]:
     """Rollout records for RL trainers from ``prompts`` (text, chat messages or token ids): one tree

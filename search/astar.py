@@ -20,6 +20,7 @@ from reason.core.tree import Node
 from search import strategies
 from search.basic import finish
 from search.budget import Budget
+from search.options import Delimiter, Positive, StrategyOptions, Temperature
 
 
 def score_drops(parent_g: float, parent_score: float, child_score: float) -> float:
@@ -27,15 +28,26 @@ def score_drops(parent_g: float, parent_score: float, child_score: float) -> flo
     return parent_g + max(0.0, parent_score - child_score)
 
 
-@strategies.register("astar")
+class AStarOptions(StrategyOptions):
+    """``astar``: the step delimiter, next steps per expansion (``k``), temperature, the expansion
+    cap (default: the budget ``n``), the path cost ``g(parent_g, parent_score, child_score)`` and
+    the token cap per step."""
+
+    delimiter: Delimiter = "\n\n"
+    k: Positive = 4
+    temperature: Temperature = 0.8
+    max_expansions: Positive | None = None
+    g: Callable[[float, float, float], float] = score_drops
+    step_tokens: Positive = 256
+
+
+@strategies.register("astar", options=AStarOptions)
 async def astar(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                 delimiter: str = "\n\n", k: int = 4, temperature: float = 0.8, max_expansions: int | None = None,
-                g: Callable[[float, float, float], float] = score_drops, step_tokens: int = 256, **_: object):
+                g: Callable[[float, float, float], float] = score_drops, step_tokens: int = 256):
     """A*-decoding (see the module docstring)."""
     if ctx.prm is None:
         raise ReasonError("prm", "astar needs a PRM for its heuristic", "pass --prm NAME[=PATH]")
-    if k < 1:
-        raise ReasonError("k", f"must be at least 1 (got {k})", "use e.g. k=4")
     limit = max_expansions or budget.n
     step = Stop(strings=(delimiter,), max_tokens=min(step_tokens, final.max_tokens or step_tokens))
     root = ctx.tree.root
@@ -49,7 +61,7 @@ async def astar(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], 
         f, _, _, node = heapq.heappop(heap)
         popped.append((f, heap[0][0] if heap else f))
         node.extra["astar_f"] = f
-        if node.finish_reason == "eos":
+        if node.finished:
             goal = node
             break
         if expansions >= limit or budget.exhausted(ctx.tree, ctx.started):
@@ -65,13 +77,13 @@ async def astar(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], 
             state[child] = (g_child, s)
             heapq.heappush(heap, (g_child + (1.0 - s), -child.depth, child.id, child))
     if goal is None:
-        done = sorted(entry for entry in heap if entry[3].finish_reason == "eos")
+        done = sorted(entry for entry in heap if entry[3].finished)
         if done:
             goal = done[0][3]
         else:
             best = min(heap)[3] if heap else root
             goal = (await ctx.expand(best, 1, final, Sampling(temperature=0.0)))[0]
-    pool = [n for n in state if n.finish_reason == "eos"]
+    pool = [n for n in state if n.finished]
     if goal not in pool:
         pool.append(goal)
     scores = await ctx.score(pool)

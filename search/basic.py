@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Literal
 
 from reason.core.context import SearchContext
 from reason.core.engine.base import Sampling, Stop
@@ -18,9 +19,22 @@ from reason.core.errors import ReasonError
 from reason.core.tree import Node
 from search import strategies
 from search.budget import Budget
+from search.options import StrategyOptions, Temperature
 from search.result import Candidate, SearchResult
 
-SELECTIONS = ("prm", "majority", "weighted")
+Selection = Literal["prm", "majority", "weighted"]
+
+
+class SampleOptions(StrategyOptions):
+    """``sample``: the sampling temperature."""
+
+    temperature: Temperature = 0.8
+
+
+class BestOfNOptions(SampleOptions):
+    """``best_of_n``: the temperature and how the answer is chosen."""
+
+    select: Selection = "prm"
 
 
 def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float | None], chosen: int,
@@ -41,27 +55,25 @@ def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float 
 
 
 @strategies.register("greedy")
-async def greedy(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
-                 **_: object) -> SearchResult:
+async def greedy(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None],
+                 final: Stop) -> SearchResult:
     """One solution at temperature 0."""
     [node] = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=0.0))
     return finish(ctx, "greedy", [node], [None], 0, extract)
 
 
-@strategies.register("sample")
+@strategies.register("sample", options=SampleOptions)
 async def sample(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
-                 temperature: float = 0.8, **_: object) -> SearchResult:
+                 temperature: float = 0.8) -> SearchResult:
     """One sampled solution."""
     [node] = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=temperature))
     return finish(ctx, "sample", [node], [None], 0, extract)
 
 
-@strategies.register("best_of_n")
+@strategies.register("best_of_n", options=BestOfNOptions)
 async def best_of_n(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
-                    temperature: float = 0.8, select: str = "prm", **_: object) -> SearchResult:
+                    temperature: float = 0.8, select: Selection = "prm") -> SearchResult:
     """``budget.n`` sampled solutions; the answer by PRM score, majority or PRM-weighted vote."""
-    if select not in SELECTIONS:
-        raise ReasonError("select", f"unknown selection {select!r}", f"use one of {', '.join(SELECTIONS)}")
     if select != "majority" and ctx.prm is None:
         raise ReasonError("prm", f"best_of_n with select={select!r} needs a PRM", "pass --prm or use select=majority")
     cap = budget.max_tokens
@@ -72,7 +84,7 @@ async def best_of_n(ctx: SearchContext, budget: Budget, *, extract: Callable[[st
     return finish(ctx, "best_of_n", nodes, scores, choose(answers, scores, select), extract)
 
 
-def choose(answers: list[str | None], scores: list[float | None], select: str) -> int:
+def choose(answers: list[str | None], scores: list[float | None], select: Selection) -> int:
     """Index of the pick among candidates: the top score (``"prm"``), the most frequent answer
     (``"majority"``) or the answer with the largest summed score (``"weighted"``); ties go to the
     earliest candidate."""

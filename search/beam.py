@@ -24,13 +24,29 @@ from reason.core.tree import Node
 from search import strategies
 from search.basic import finish
 from search.budget import Budget
+from search.options import Delimiter, NonNegative, Positive, StrategyOptions, Temperature
+
+
+class DVTSOptions(StrategyOptions):
+    """``dvts``: the step delimiter, children per beam (``width``), temperature, caps on steps and
+    on tokens per step."""
+
+    delimiter: Delimiter = "\n\n"
+    width: Positive = 4
+    temperature: Temperature = 0.8
+    max_steps: Positive = 40
+    step_tokens: Positive = 256
+
+
+class BeamOptions(DVTSOptions):
+    """``beam``: those of ``dvts`` and the ``lookahead`` depth of scoring."""
+
+    lookahead: NonNegative = 0
 
 
 def _check(ctx: SearchContext, budget: Budget, width: int) -> int:
     if ctx.prm is None:
         raise ReasonError("prm", "beam search needs a PRM", "pass --prm NAME[=PATH]")
-    if width < 1:
-        raise ReasonError("width", f"must be at least 1 (got {width})", "use e.g. width=4")
     return max(1, budget.n // width)
 
 
@@ -43,7 +59,7 @@ async def _lookahead_scores(ctx: SearchContext, nodes: list[Node], depth: int, s
         return await ctx.score(nodes)
     ends = list(nodes)
     for _ in range(depth):
-        live = [i for i, x in enumerate(ends) if x.finish_reason != "eos"]
+        live = [i for i, x in enumerate(ends) if not x.finished]
         if not live:
             break
         grown = await _grow(ctx, [ends[i] for i in live], 1, step, 0.0)
@@ -64,10 +80,10 @@ def _step_stop(delimiter: str, final: Stop, step_tokens: int) -> Stop:
     return Stop(strings=(delimiter,), max_tokens=min(step_tokens, final.max_tokens or step_tokens))
 
 
-@strategies.register("beam")
+@strategies.register("beam", options=BeamOptions)
 async def beam(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                delimiter: str = "\n\n", width: int = 4, temperature: float = 0.8, lookahead: int = 0,
-               max_steps: int = 40, step_tokens: int = 256, **_: object):
+               max_steps: int = 40, step_tokens: int = 256):
     """Step-level beam search (see the module docstring)."""
     keep = _check(ctx, budget, width)
     step = _step_stop(delimiter, final, step_tokens)
@@ -76,8 +92,8 @@ async def beam(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], s
     candidates = (await _grow(ctx, [ctx.tree.root], budget.n, step, temperature))[0]
     active: list[Node] = []
     for _ in range(max_steps):
-        finished += [c for c in candidates if c.finish_reason == "eos"]
-        live = [c for c in candidates if c.finish_reason != "eos"]
+        finished += [c for c in candidates if c.finished]
+        live = [c for c in candidates if not c.finished]
         if not live or len(finished) >= budget.n or budget.exhausted(ctx.tree, ctx.started):
             active = live
             break
@@ -89,10 +105,10 @@ async def beam(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], s
     return await _result(ctx, "beam", finished, active, extract, kept_per_step=kept_per_step)
 
 
-@strategies.register("dvts")
+@strategies.register("dvts", options=DVTSOptions)
 async def dvts(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                delimiter: str = "\n\n", width: int = 4, temperature: float = 0.8, max_steps: int = 40,
-               step_tokens: int = 256, **_: object):
+               step_tokens: int = 256):
     """Diverse verifier tree search (see the module docstring)."""
     subtrees = _check(ctx, budget, width)
     step = _step_stop(delimiter, final, step_tokens)
@@ -106,7 +122,7 @@ async def dvts(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], s
         for i, kids in zip(live, grown):
             scores = await ctx.score(kids)
             best = kids[max(range(len(kids)), key=lambda k: (scores[k], -k))]
-            if best.finish_reason == "eos":
+            if best.finished:
                 finished.append(best)
                 beams[i] = None
             else:

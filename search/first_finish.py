@@ -13,11 +13,19 @@ from reason.core.errors import ReasonError
 from search import strategies
 from search.basic import finish
 from search.budget import Budget
+from search.options import Positive, StrategyOptions, Temperature
 
 
-@strategies.register("first_finish")
+class FirstFinishOptions(StrategyOptions):
+    """``first_finish``: how many finishers vote (``k``, at most the budget) and the temperature."""
+
+    k: Positive = 1
+    temperature: Temperature = 0.8
+
+
+@strategies.register("first_finish", options=FirstFinishOptions)
 async def first_finish(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
-                       k: int = 1, temperature: float = 0.8, **_: object):
+                       k: int = 1, temperature: float = 0.8):
     """First-finish search (see the module docstring)."""
     if not 1 <= k <= budget.n:
         raise ReasonError("k", f"must be between 1 and the budget {budget.n} (got {k})", "lower k")

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from reason.core.context import SearchContext
 from reason.core.engine.base import Sampling, Stop
@@ -33,8 +36,26 @@ from reason.core.tree import Node
 from search import strategies
 from search.basic import finish
 from search.budget import Budget
+from search.options import Delimiter, Positive, PositiveFloat, StrategyOptions, Temperature
 
-EVALUATIONS = ("value", "prm", "rollout")
+Evaluation = Literal["value", "prm", "rollout"]
+Choice = Literal["visits", "value"]
+
+
+class MCTSOptions(StrategyOptions):
+    """``mcts``: the step delimiter, the leaf evaluation (default: ``value`` with a value model,
+    else ``prm``), simulations (default: the budget ``n``), children per expansion, progressive
+    widening's exponent, the PUCT constant, temperature, the final choice and the token cap per step."""
+
+    delimiter: Delimiter = "\n\n"
+    evaluate: Evaluation | None = None
+    simulations: Positive | None = None
+    children: Positive = 3
+    widen_alpha: PositiveFloat | None = None
+    c_puct: Annotated[float, Field(ge=0.0, strict=True)] = 1.5
+    temperature: Temperature = 0.8
+    choose: Choice = "visits"
+    step_tokens: Positive = 256
 
 
 def _stats(node: Node) -> dict:
@@ -55,7 +76,7 @@ def _priors(children: list[Node]) -> None:
         _stats(c)["P"] = w / total
 
 
-@strategies.register("mcts")
+@strategies.register("mcts", options=MCTSOptions)
 async def mcts(
     ctx: SearchContext,
     budget: Budget,
@@ -63,26 +84,21 @@ async def mcts(
     extract: Callable[[str], str | None],
     final: Stop,
     delimiter: str = "\n\n",
-    evaluate: str | None = None,
+    evaluate: Evaluation | None = None,
     simulations: int | None = None,
     children: int = 3,
     widen_alpha: float | None = None,
     c_puct: float = 1.5,
     temperature: float = 0.8,
-    choose: str = "visits",
+    choose: Choice = "visits",
     step_tokens: int = 256,
-    **_: object,
 ):
     """PUCT search (see the module docstring); ``simulations`` defaults to ``budget.n``."""
     evaluate = evaluate or ("value" if ctx.value is not None else "prm")
-    if evaluate not in EVALUATIONS:
-        raise ReasonError("evaluate", f"unknown leaf evaluation {evaluate!r}", f"use one of {', '.join(EVALUATIONS)}")
     if ctx.prm is None:
         raise ReasonError("prm", "mcts scores terminal steps with a PRM", "pass --prm NAME[=PATH]")
     if evaluate == "value" and ctx.value is None:
         raise ReasonError("value", "evaluate='value' needs a value model", "pass --value NAME[=PATH]")
-    if choose not in ("visits", "value"):
-        raise ReasonError("choose", f"unknown final choice {choose!r}", "use visits or value")
     sims = simulations or budget.n
     step = Stop(strings=(delimiter,), max_tokens=min(step_tokens, final.max_tokens or step_tokens))
     sample = Sampling(temperature=temperature)
@@ -90,8 +106,8 @@ async def mcts(
     _stats(root)
 
     async def leaf_values(nodes: list[Node]) -> list[float]:
-        done = [n for n in nodes if n.finish_reason == "eos"]
-        open_ = [n for n in nodes if n.finish_reason != "eos"]
+        done = [n for n in nodes if n.finished]
+        open_ = [n for n in nodes if not n.finished]
         values: dict[Node, float] = {}
         if done:
             values.update(zip(done, await ctx.score(done)))
@@ -109,7 +125,7 @@ async def mcts(
         return [values[n] for n in nodes]
 
     def expandable(node: Node) -> bool:
-        if node.finish_reason == "eos" or node.extra.get("rollout_of") is not None:
+        if node.finished or node.extra.get("rollout_of") is not None:
             return False
         kids = [c for c in node.children if "mcts" in c.extra]
         if not kids:
@@ -131,10 +147,10 @@ async def mcts(
             break
         path = [root]
         node = root
-        while not expandable(node) and node.finish_reason != "eos":
+        while not expandable(node) and not node.finished:
             node = select(node)
             path.append(node)
-        if node.finish_reason == "eos":
+        if node.finished:
             value = _q(node, (await ctx.score([node]))[0])
         else:
             widen = widen_alpha is not None and any("mcts" in c.extra for c in node.children)
@@ -162,8 +178,8 @@ async def mcts(
         if not kids:
             break
         node = max(kids, key=lambda c: (key(c), -c.id))
-    terminals = [n for n in ctx.tree if "mcts" in n.extra and n.finish_reason == "eos"]
-    if node.finish_reason != "eos":
+    terminals = [n for n in ctx.tree if "mcts" in n.extra and n.finished]
+    if not node.finished:
         if terminals:
             node = max(terminals, key=lambda n: (_q(n, -1.0), -n.id))
         else:

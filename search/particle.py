@@ -26,6 +26,9 @@ import asyncio
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from reason.core.context import SearchContext
 from reason.core.engine.base import Sampling, Stop
@@ -35,6 +38,37 @@ from search import strategies
 from search.basic import finish
 from search.beam import _lookahead_scores, _step_stop
 from search.budget import Budget
+from search.options import Delimiter, Flag, NonNegative, Positive, PositiveFloat, StrategyOptions, Temperature
+
+Resampling = Literal["multinomial", "systematic"]
+ParticleSelection = Literal["weight", "vote"]
+
+
+class ParticleOptions(StrategyOptions):
+    """``particle``: see the module docstring. ``iterations`` above 1 also needs at least 2 particles
+    per iteration (checked against the budget when the search starts)."""
+
+    delimiter: Delimiter = "\n\n"
+    weight_temperature: PositiveFloat = 1.0
+    temperature: Temperature = 0.8
+    resampling: Resampling = "systematic"
+    anneal: Flag = False
+    anneal_steps: NonNegative = 3
+    ess_threshold: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 0.5
+    anneal_factor: Annotated[float, Field(gt=1.0, strict=True)] = 2.0  # > 1, or annealing would never end
+    max_temperature: PositiveFloat = 8.0
+    lookahead: NonNegative = 0
+    iterations: Positive = 1
+    select: ParticleSelection = "weight"
+    max_steps: Positive = 40
+    step_tokens: Positive = 256
+
+
+class EPFOptions(ParticleOptions):
+    """``epf``: particle filtering's options with annealing and one-step look-ahead on."""
+
+    anneal: Flag = True
+    lookahead: NonNegative = 1
 
 
 def softmax_weights(scores: list[float], temperature: float) -> list[float]:
@@ -88,7 +122,7 @@ async def _filter(ctx: SearchContext, budget: Budget, n: int, step: Stop, refere
     history: list[dict] = []
     for it in range(max_steps):
         free = particles[1:] if reference is not None else particles
-        live = [p for p in free if p.finish_reason != "eos"]
+        live = [p for p in free if not p.finished]
         ref_done = reference is None or particles[0] is reference[-1]
         if (not live and ref_done) or budget.exhausted(ctx.tree, ctx.started):
             break
@@ -98,7 +132,7 @@ async def _filter(ctx: SearchContext, budget: Budget, n: int, step: Stop, refere
             *(ctx.expand(node, c, step, Sampling(temperature=temperature)) for node, c in counts.items())
         )
         grown: dict[Node, list[Node]] = {node: list(kids) for node, kids in zip(counts, expansions)}
-        pool = [p if p.finish_reason == "eos" else grown[p].pop() for p in free]
+        pool = [p if p.finished else grown[p].pop() for p in free]
         if reference is not None:
             pool.insert(0, reference[min(it, len(reference) - 1)])
         scores = await _lookahead_scores(ctx, pool, lookahead, step)
@@ -120,19 +154,17 @@ async def _filter(ctx: SearchContext, budget: Budget, n: int, step: Stop, refere
     return particles, weights, history
 
 
-@strategies.register("particle")
+@strategies.register("particle", options=ParticleOptions)
 async def particle(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                    delimiter: str = "\n\n", weight_temperature: float = 1.0, temperature: float = 0.8,
-                   resampling: str = "systematic", anneal: bool = False, anneal_steps: int = 3,
+                   resampling: Resampling = "systematic", anneal: bool = False, anneal_steps: int = 3,
                    ess_threshold: float = 0.5, anneal_factor: float = 2.0, max_temperature: float = 8.0,
-                   lookahead: int = 0, iterations: int = 1, select: str = "weight", max_steps: int = 40,
-                   step_tokens: int = 256, name: str = "particle", **_: object):
-    """Particle filtering (see the module docstring)."""
+                   lookahead: int = 0, iterations: int = 1, select: ParticleSelection = "weight", max_steps: int = 40,
+                   step_tokens: int = 256, name: str = "particle"):
+    """Particle filtering (see the module docstring); ``name`` labels the result (presets set it)."""
     if ctx.prm is None:
         raise ReasonError("prm", "particle filtering weights particles with a PRM", "pass --prm NAME[=PATH]")
-    if select not in ("weight", "vote"):
-        raise ReasonError("select", f"unknown selection {select!r}", "use weight or vote")
-    if not isinstance(iterations, int) or iterations < 1 or (iterations > 1 and budget.n // iterations < 2):
+    if iterations > 1 and budget.n // iterations < 2:
         raise ReasonError("iterations", f"needs at least 2 particles per Gibbs iteration (budget {budget.n}, "
                           f"iterations {iterations!r})", "raise the budget or lower iterations")
     n = budget.n // iterations
@@ -168,12 +200,10 @@ async def particle(ctx: SearchContext, budget: Budget, *, extract: Callable[[str
                   particles=len(particles), iterations=iterations, references=references)
 
 
-@strategies.register("epf")
-async def epf(ctx: SearchContext, budget: Budget, **options):
-    """The entropic particle filtering preset: annealing and one-step look-ahead on."""
-    options.setdefault("anneal", True)
-    options.setdefault("lookahead", 1)
-    return await particle(ctx, budget, name="epf", **options)
-
-
-epf.options_from = particle  # type: ignore[attr-defined]  (epf takes particle's options)
+@strategies.register("epf", options=EPFOptions)
+async def epf(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
+              anneal: bool = True, lookahead: int = 1, **options: Any):
+    """The entropic particle filtering preset: :func:`particle` with annealing and one-step
+    look-ahead on by default; ``options`` are particle's others."""
+    return await particle(ctx, budget, extract=extract, final=final, anneal=anneal, lookahead=lookahead, name="epf",
+                          **options)

@@ -14,12 +14,13 @@ advantage: for leaf ``i`` and depth ``d``, ``G_d(i)`` is the set of leaves shari
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from reason.core.errors import ReasonError
-from reason.core.tree import Node, Tree
+from reason.core.scorers import Verifier
+from reason.core.tree import FinishReason, Node, Tree
 from rewards import verifiers
 from rewards.base import VerifyItem
 
@@ -93,7 +94,7 @@ class RolloutRecord(BaseModel):
     logprobs: list[float]
     segment_ends: list[int]
     path: list[int]
-    finish_reason: str | None
+    finish_reason: FinishReason | None
     text: str
     reward: float
     advantage: float
@@ -113,8 +114,10 @@ class RolloutRecord(BaseModel):
         return out
 
 
-def reward_source(reward: Reward | None, answers: Sequence[str] | None, verifier: Any, n_prompts: int) -> Any:
-    """Check the reward arguments; returns the verifier object (or None with ``reward``)."""
+def reward_source(reward: Reward | None, answers: Sequence[str] | None, verifier: Verifier | str | None,
+                  n_prompts: int) -> Verifier | None:
+    """Check the reward arguments; returns the verifier object (a name is looked up), or None with
+    ``reward``."""
     if reward is None and (answers is None or verifier is None):
         raise ReasonError("reward", "rollout needs rewards", "pass reward=fn(prompt_index, text) or answers= and verifier=")
     if answers is not None and len(answers) != n_prompts:
@@ -125,13 +128,13 @@ def reward_source(reward: Reward | None, answers: Sequence[str] | None, verifier
 
 
 def leaf_records(tree: Tree, leaves: Sequence[Node], index: int, *, reward: Reward | None, answers: Sequence[str] | None,
-                 verifier: Any, weighting: str = "group_size") -> list[RolloutRecord]:
+                 verifier: Verifier | None, weighting: str = "group_size") -> list[RolloutRecord]:
     """The records of one prompt's ``leaves`` (in the given order; a leaf may repeat)."""
     texts = [tree.text(leaf) for leaf in leaves]
     if reward is not None:
         rewards = [float(reward(index, t)) for t in texts]
     else:
-        assert answers is not None
+        assert answers is not None and verifier is not None
         question = tree.root.text
         rewards = [float(r) for r in verifier.verify_batch([VerifyItem(question, t, str(answers[index])) for t in texts])]
     paths = [tree.path(leaf) for leaf in leaves]

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reason.core.context import Runner, SearchContext
@@ -15,6 +14,7 @@ from rewards.scoring import NodeScorer, NodeValuer
 from search import strategies
 from search.budget import Budget
 from search.domain import Domain, Problem
+from search.options import StrategyOptions
 from search.result import SearchResult
 
 
@@ -28,20 +28,17 @@ def make_budget(budget: int | Budget) -> Budget:
 
 
 def strategy_options(name: str) -> list[str]:
-    """The keyword options strategy ``name`` accepts (beyond the ones every strategy gets)."""
-    fn = strategies.get(name)
-    fn = getattr(fn, "options_from", fn)
-    common = {"extract", "final"}
-    return sorted(p.name for p in inspect.signature(fn).parameters.values()
-                  if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in common)
+    """The options strategy ``name`` takes: the fields of its options model, sorted."""
+    return strategies.options(name).names()
 
 
-def check_options(name: str, options: dict[str, Any]) -> None:
-    """A one-line error for an option strategy ``name`` does not take."""
-    known = strategy_options(name)
-    for key in options:
-        if key not in known:
-            raise ReasonError("option", f"strategy {name!r} has no option {key!r}", f"use one of: {', '.join(known) or 'none'}")
+def check_options(name: str, options: Mapping[str, Any], hints: Mapping[str, Any] | None = None) -> StrategyOptions:
+    """Validate ``options`` for strategy ``name`` into its options model, raising a one-line
+    :class:`ReasonError` for an unknown strategy or option (field ``option``) or a bad value (the
+    option's name). ``hints`` fill the options the strategy has and ``options`` leave out; the
+    strategies without them ignore them. The command line and the server call this before any
+    model loads; :func:`solve_problems` calls it again with the domain's hints."""
+    return strategies.options(name).make(name, options, hints)
 
 
 def solve_problems(
@@ -56,6 +53,7 @@ def solve_problems(
     seeds: Sequence[int] | None = None,
     prompts: Sequence[Any] | None = None,
     max_tokens: int = 1024,
+    temperature: float | None = None,
     on_result: Callable[[int, SearchResult], None] | None = None,
     **params: Any,
 ) -> list[SearchResult]:
@@ -65,16 +63,22 @@ def solve_problems(
     ``prompts`` (text, chat messages or token ids, one per problem) default to the question as a
     user message when the tokenizer has a chat template, else the problem's prompt. ``seeds`` default
     to 0, 1, 2, .... ``on_result(i, result)`` is called as each problem finishes, so a caller can
-    keep results even if a later problem fails. ``params`` go to the strategy (after the domain's
-    hints: step delimiter, segment length, answer check).
+    keep results even if a later problem fails. ``temperature`` is the sampling temperature of
+    strategies that sample (``greedy`` ignores it). ``params`` are the strategy's options (see
+    :func:`strategy_options`), validated before anything runs: an unknown name or a bad value is a
+    one-line :class:`ReasonError`. The domain's step delimiter, segment length and answer check
+    fill the options the strategy has and ``params`` leave out.
     """
     run = strategies.get(strategy)
+    hints = {"delimiter": domain.delimiter, "segment_tokens": domain.segment_tokens,
+             "answer_complete": domain.answer_complete, "temperature": temperature}
+    options = check_options(strategy, params, {k: v for k, v in hints.items() if v is not None}).values()
     plan = make_budget(budget)
     runner = Runner(engine)
     prm_scorer = NodeScorer(prm, delimiter=domain.delimiter) if prm is not None else None
     valuer = NodeValuer(value) if value is not None else None
     if prompts is None:
-        chat = bool(getattr(getattr(engine, "tokenizer", None), "chat_template", None))
+        chat = engine.has_chat_template()
         prompts = [[{"role": "user", "content": p.question}] if chat else p.prompt for p in problems]
     seeds = list(range(len(problems))) if seeds is None else list(seeds)
     contexts = [
@@ -83,9 +87,6 @@ def solve_problems(
         for p, prompt, s in zip(problems, prompts, seeds)
     ]
     final = Stop(max_tokens=max_tokens)
-    hints = {"delimiter": domain.delimiter, "segment_tokens": domain.segment_tokens,
-             "answer_complete": domain.answer_complete}
-    options = {**hints, **params}
 
     async def one(i: int, ctx: SearchContext) -> SearchResult:
         result = await run(ctx, plan, extract=domain.extract_answer, final=final, **options)

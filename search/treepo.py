@@ -37,17 +37,19 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from reason.core.context import Runner, SearchContext
 from reason.core.engine.base import Engine, Sampling, Stop
 from reason.core.errors import ReasonError
-from reason.core.tree import Node, Tree
+from reason.core.scorers import Verifier
+from reason.core.tree import FinishReason, Node, Tree
 from search import strategies
-from search.basic import SELECTIONS, choose, finish
+from search.basic import Selection, choose, finish
 from search.budget import Budget
+from search.options import Flag, Positive, PositiveFloat, StrategyOptions, Temperature
 from search.records import (
     WEIGHTINGS,
     RolloutRecord,
@@ -56,10 +58,36 @@ from search.records import (
     tree_advantages,
 )
 
-POLICIES = ("fixed", "low_prob", "high_prob")
-FALLBACKS = ("random", "min_logprob")
+Policy = Literal["fixed", "low_prob", "high_prob"]
+Fallback = Literal["random", "min_logprob"]
 # Finish quality, best first: the order finished paths are re-branched in.
-PRIORITY = {"answer": 0, "eos": 1, "stop": 1, "length": 2, "max_depth": 3, "repetition": 4}
+PRIORITY: dict[FinishReason, int] = {"answer": 0, "eos": 1, "stop": 1, "length": 2, "max_depth": 3, "repetition": 4}
+# Engine finish reasons that end a path (a segment's end does not).
+ENGINE_ENDS: tuple[FinishReason, ...] = ("eos", "stop", "length")
+
+
+class GrowOptions(StrategyOptions):
+    """How :func:`grow` grows a segment tree (the options of :func:`rollout`; see the module docstring)."""
+
+    segment_tokens: Positive = 512
+    max_depth: Positive = 14
+    divergence: Positive = 2
+    first_divergence: Positive | tuple[Positive, Positive] = (2, 8)
+    policy: Policy = "fixed"
+    div_temperature: PositiveFloat = 1.0
+    normalize: Flag = False
+    fallback: Fallback = "random"
+    temperature: Temperature = 1.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0, strict=True)] = 1.0
+    answer_complete: Callable[[str], bool] | None = None
+    repetition: tuple[Positive, Positive] | None = (32, 8)
+
+
+class TreePOOptions(GrowOptions):
+    """``treepo``: :class:`GrowOptions` at temperature 0.8, and how the answer is chosen."""
+
+    temperature: Temperature = 0.8
+    select: Selection = "majority"
 
 
 def has_repetition(text: str, size: int = 32, times: int = 8) -> bool:
@@ -86,7 +114,7 @@ def split_children(total: int, weights: Sequence[float], tie_break: Sequence[flo
     return [s + 1 for s in shares]
 
 
-def path_weights(logprobs: Sequence[float], policy: str, temperature: float) -> list[float]:
+def path_weights(logprobs: Sequence[float], policy: Policy, temperature: float) -> list[float]:
     """Divergence weights of paths with (summed or mean) log-probabilities ``logprobs``."""
     if policy == "fixed":
         return [1.0] * len(logprobs)
@@ -109,14 +137,16 @@ class TreeGrowth(BaseModel):
 
 
 async def grow(ctx: SearchContext, width: int, *, final: Stop, segment_tokens: int, max_depth: int = 14,
-               divergence: int = 2, first_divergence: int | tuple[int, int] = (2, 8), policy: str = "fixed",
-               div_temperature: float = 1.0, normalize: bool = False, fallback: str = "random",
+               divergence: int = 2, first_divergence: int | tuple[int, int] = (2, 8), policy: Policy = "fixed",
+               div_temperature: float = 1.0, normalize: bool = False, fallback: Fallback = "random",
                temperature: float = 1.0, top_p: float = 1.0,
                answer_complete: Callable[[str], bool] | None = None,
                repetition: tuple[int, int] | None = (32, 8), budget: Budget | None = None) -> TreeGrowth:
     """Grow ``ctx.tree`` by TreePO segment sampling until it has ``width`` finished leaves (see the
-    module docstring), or until ``budget`` runs out."""
-    _check(width, segment_tokens, max_depth, divergence, policy, fallback, div_temperature)
+    module docstring), or until ``budget`` runs out. The options are those of :class:`GrowOptions`,
+    already validated (the strategy and :func:`rollout` validate them)."""
+    if not isinstance(width, int) or width < 1:
+        raise ReasonError("width", f"must be a positive integer (got {width!r})", "grow to 1 or more leaves")
     tree, rng = ctx.tree, ctx.rng
     if isinstance(first_divergence, int):
         first = first_divergence
@@ -166,20 +196,6 @@ async def grow(ctx: SearchContext, width: int, *, final: Stop, segment_tokens: i
                       first_divergence=first, stopped_by_budget=stopped)
 
 
-def _check(width: int, segment_tokens: int, max_depth: int, divergence: int, policy: str, fallback: str,
-           div_temperature: float) -> None:
-    for field, value in (("width", width), ("segment_tokens", segment_tokens), ("max_depth", max_depth),
-                         ("divergence", divergence)):
-        if not isinstance(value, int) or value < 1:
-            raise ReasonError(field, f"must be a positive integer (got {value!r})", f"set {field} to 1 or more")
-    if policy not in POLICIES:
-        raise ReasonError("policy", f"unknown divergence policy {policy!r}", f"use one of {', '.join(POLICIES)}")
-    if fallback not in FALLBACKS:
-        raise ReasonError("fallback", f"unknown fallback {fallback!r}", f"use one of {', '.join(FALLBACKS)}")
-    if div_temperature <= 0:
-        raise ReasonError("div_temperature", f"must be positive (got {div_temperature})", "use e.g. 1.0")
-
-
 def _response_len(tree: Tree, node: Node) -> int:
     return sum(len(n.token_ids) for n in tree.path(node)[1:])
 
@@ -192,9 +208,9 @@ def _segment_stop(final: Stop, segment_tokens: int, cap: int | None, used: int) 
 
 
 def _finish(tree: Tree, child: Node, max_depth: int, answer_complete: Callable[[str], bool] | None,
-            repetition: tuple[int, int] | None, cap: int | None) -> str | None:
+            repetition: tuple[int, int] | None, cap: int | None) -> FinishReason | None:
     """Why the path ending at ``child`` stops now, or None to go on."""
-    if child.finish_reason in ("eos", "stop", "length"):
+    if child.finish_reason in ENGINE_ENDS:
         return child.finish_reason
     if cap is not None and _response_len(tree, child) >= cap:
         return "length"
@@ -215,9 +231,10 @@ def _path_logprob(tree: Tree, node: Node, normalize: bool) -> float:
     return sum(lps) / len(lps) if normalize else sum(lps)
 
 
-def _fallback(tree: Tree, finished: list[Node], room: int, divergence: int, how: str, rng) -> list[tuple[Node, int]]:
+def _fallback(tree: Tree, finished: list[Node], room: int, divergence: int, how: Fallback,
+              rng) -> list[tuple[Node, int]]:
     """Re-branch finished paths from a segment boundary (see the module docstring)."""
-    order = sorted(finished, key=lambda n: (PRIORITY.get(n.finish_reason or "", 5), n.id))
+    order = sorted(finished, key=lambda n: (PRIORITY.get(n.finish_reason, 5) if n.finish_reason else 5, n.id))
     alloc: dict[Node, int] = {}
     for leaf in order:
         if room <= 0:
@@ -244,18 +261,16 @@ def leaf_rewards_default(ctx: SearchContext, leaves: list[Node], answers: list[s
     return [1.0 if a is not None and a == top else 0.0 for a in answers]
 
 
-@strategies.register("treepo")
+@strategies.register("treepo", options=TreePOOptions)
 async def treepo(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                  segment_tokens: int = 512, max_depth: int = 14, divergence: int = 2,
-                 first_divergence: int | tuple[int, int] = (2, 8), policy: str = "fixed",
-                 div_temperature: float = 1.0, normalize: bool = False, fallback: str = "random",
-                 temperature: float = 0.8, top_p: float = 1.0, select: str = "majority",
+                 first_divergence: int | tuple[int, int] = (2, 8), policy: Policy = "fixed",
+                 div_temperature: float = 1.0, normalize: bool = False, fallback: Fallback = "random",
+                 temperature: float = 0.8, top_p: float = 1.0, select: Selection = "majority",
                  answer_complete: Callable[[str], bool] | None = None,
-                 repetition: tuple[int, int] | None = (32, 8), **_: object):
+                 repetition: tuple[int, int] | None = (32, 8)):
     """TreePO sampling with ``budget.n`` leaves; the answer by majority (or PRM / weighted vote).
     ``info["advantages"]`` holds both advantage variants, aligned with the candidates."""
-    if select not in SELECTIONS:
-        raise ReasonError("select", f"unknown selection {select!r}", f"use one of {', '.join(SELECTIONS)}")
     if select != "majority" and ctx.prm is None:
         raise ReasonError("prm", f"treepo with select={select!r} needs a PRM", "pass --prm or use select=majority")
     growth = await grow(ctx, budget.n, final=final, segment_tokens=segment_tokens, max_depth=max_depth,
@@ -275,20 +290,21 @@ async def treepo(ctx: SearchContext, budget: Budget, *, extract: Callable[[str],
 
 
 def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Callable[[int, str], float] | None = None,
-            answers: Sequence[str] | None = None, verifier: Any = None, seed: int = 0,
+            answers: Sequence[str] | None = None, verifier: Verifier | str | None = None, seed: int = 0,
             weighting: str = "group_size", segment_tokens: int = 512, max_tokens: int | None = 1024,
             temperature: float = 1.0, **options: Any) -> list[RolloutRecord]:
     """TreePO rollouts for ``prompts`` (text, chat messages or token ids), ``n`` leaves each, grown
     together over ``engine``. Rewards come from ``reward(prompt_index, completion_text)``, or from
     ``verifier`` (an :class:`~rewards.base.OutcomeVerifier`, or a verifier name such as ``"arith"``)
-    against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``, ``policy``, ...).
-    Returns the records of every prompt in order, leaves in finishing order."""
+    against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``, ``policy``, ...:
+    :class:`GrowOptions`, validated here). Returns the records of every prompt in order, leaves in
+    finishing order."""
+    grow_options = GrowOptions.make("treepo", {"segment_tokens": segment_tokens, "temperature": temperature, **options})
     verifier = reward_source(reward, answers, verifier, len(prompts))
     runner = Runner(engine)
     contexts = [runner.context(p, seed=seed + i) for i, p in enumerate(prompts)]
     final = Stop(max_tokens=max_tokens)
-    growths = runner.run([grow(ctx, n, final=final, segment_tokens=segment_tokens, temperature=temperature, **options)
-                          for ctx in contexts])
+    growths = runner.run([grow(ctx, n, final=final, **grow_options.values()) for ctx in contexts])
     records: list[RolloutRecord] = []
     for index, (ctx, growth) in enumerate(zip(contexts, growths)):
         leaves = [ctx.tree.node(i) for i in growth.leaf_ids]

@@ -154,7 +154,7 @@ def evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budge
     """Run ``config.strategy`` on ``problems`` at each budget; return every record of the run (those
     found in ``out`` and the new ones). Each record is appended to ``out`` and flushed as soon as
     its problem finishes, and handed to ``on_record``. ``batch_size`` problems search at once."""
-    check_options(config.strategy, config.options)
+    check_options(config.strategy, config.options, {"temperature": config.temperature})
     digest = config.digest()
     indexed = list(enumerate(problems))
     if shard is not None:

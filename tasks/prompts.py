@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from reason.core.engine.base import Engine
 from reason.core.errors import ReasonError
 from search.domain import Problem
 
@@ -59,10 +60,10 @@ def get_template(name_or_text: str | None, suite: str) -> Template:
                       f"use one of {', '.join(TEMPLATES)} or text containing {{problem}}")
 
 
-def build_prompt(problem: Problem, *, engine: Any = None, template: str | None = None, suite: str = "") -> Any:
+def build_prompt(problem: Problem, *, engine: Engine | None = None, template: str | None = None,
+                 suite: str = "") -> Any:
     """Chat messages for ``problem`` when the engine's tokenizer has a chat template, else text."""
     messages = get_template(template, suite).messages(problem.question)
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+    if engine is not None and engine.has_chat_template():
         return messages
     return "\n\n".join(m["content"] for m in messages) + "\n\n"

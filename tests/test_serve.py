@@ -128,6 +128,8 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(server, payload, 
 def test_bad_solve_requests(server):
     for body, needle in (({"question": "1+2", "strategy": "nope"}, "strategy"),
                          ({"question": "1+2", "options": {"bogus": 1}}, "bogus"),
+                         ({"question": "1+2", "strategy": "mcts", "options": {"c_puct": "x"}}, "c_puct:"),
+                         ({"question": "1+2", "options": {"temperature": -1}}, "temperature:"),
                          ({"question": "1+2", "budget": 0}, "budget")):
         r = httpx.post(server.url + "/solve", json=body)
         assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text

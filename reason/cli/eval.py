@@ -86,7 +86,8 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
     plan = parse_budgets(budgets)
     part = parse_shard(shard)
     extra = parse_options(options)
-    check_options(strategy, extra)
+    check_options(strategy, extra, {"temperature": temperature})
+    temperature = extra.pop("temperature", temperature)  # -o temperature=T is --temperature T
     if batch_size < 1:
         raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
     name = suite.partition(":")[0]

@@ -57,7 +57,7 @@ def generate(
     stop = Stop.make(strings=tuple(s.encode().decode("unicode_escape") for s in stops), max_tokens=max_tokens)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     if chat is None:
-        chat = bool(getattr(getattr(engine, "tokenizer", None), "chat_template", None))
+        chat = engine.has_chat_template()
     result = run_generate(engine, [{"role": "user", "content": prompt}] if chat else prompt, n=n, sampling=sampling, stop=stop)
     if as_json:
         data = result.model_dump(mode="json")

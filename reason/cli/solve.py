@@ -13,8 +13,7 @@ from reason.cli.app import friendly, main
 from reason.cli.options import build_engine, engine_options, load_scorers, parse_options
 from reason.core.errors import ReasonError
 from reason.shortcuts import solve as run_solve
-from search import strategies
-from search.solve import check_options, make_budget
+from search.solve import check_options, make_budget, strategy_options
 from tasks.registry import get_domain
 
 
@@ -58,17 +57,18 @@ def solve(
     """Solve PROBLEM with a search strategy and print the answer."""
     if not problem.strip():
         raise ReasonError("PROBLEM", "is empty", "give the problem text")
-    strategies.get(strategy)
     extra = parse_options(options)
-    check_options(strategy, extra)
-    make_budget(budget)
-    get_domain(suite).make_problem(problem)  # a malformed problem fails before any model loads
-    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
-    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     if select:
         extra["select"] = select
+    if "temperature" in strategy_options(strategy):  # not greedy's; -o temperature=... wins
+        extra.setdefault("temperature", temperature)
+    check_options(strategy, extra)  # bad options fail before any model loads, as do the rest
+    make_budget(budget)
+    get_domain(suite).make_problem(problem)
+    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
-                       temperature=temperature, **extra)
+                       **extra)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(include_tree=show_tree)))
         return

@@ -8,8 +8,8 @@ wakes its coroutine at once so its next request joins the batch at the following
 
 Scorer calls batch the same way: ``ctx.score`` queues the nodes with the runner, and the runner
 hands every queued call of one scorer, from every problem, to that scorer in one
-:meth:`TreeScorer.score_many` call. It does so when the engine has nothing else to do or when at
-least half of the live searches wait on a scorer (waiting longer would idle those searches while
+:meth:`~reason.core.scorers.TreeScorer.score_many` call. It does so when the engine has nothing
+else to do or when at least half of the live searches wait on a scorer (waiting longer would idle those searches while
 the rest decode; scoring sooner would split the batch).
 
 :meth:`Runner.run` is the synchronous wrapper (it also works when called from inside a running event
@@ -23,26 +23,15 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
 from reason.core.errors import ReasonError
+from reason.core.scorers import PRMScorer, TreeScorer, ValueScorer
 from reason.core.seeding import derive_seed
 from reason.core.tree import Node, Tree
 
 T = TypeVar("T")
-
-
-@runtime_checkable
-class TreeScorer(Protocol):
-    """What the runner calls to score nodes: one call for the nodes of many trees, returning one
-    list of floats per ``(tree, nodes)`` request, in order (``rewards.scoring.NodeScorer`` for PRMs,
-    ``rewards.scoring.NodeValuer`` for value models). Scores are cached per node and charged to each
-    tree's ledger by the scorer."""
-
-    def score_many(self, requests: Sequence[tuple[Tree, Sequence[Node]]]) -> list[list[float]]:
-        """Scores of each request's nodes."""
-        ...
 
 
 class SearchContext:
@@ -56,8 +45,8 @@ class SearchContext:
         tree: Tree,
         seed: int = 0,
         *,
-        prm: TreeScorer | None = None,
-        value: TreeScorer | None = None,
+        prm: PRMScorer | None = None,
+        value: ValueScorer | None = None,
     ) -> None:
         self.runner = runner
         self.tree = tree

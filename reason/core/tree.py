@@ -14,7 +14,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import networkx as nx
 
@@ -23,6 +23,16 @@ from reason.core.ledger import Ledger
 
 _tree_ids = itertools.count()
 
+FinishReason = Literal["eos", "stop", "segment", "length", "answer", "max_depth", "repetition"]
+"""Why a node's generation stopped. Engines report ``eos`` (an end-of-sequence token), ``stop`` (a
+stop string or stop token id), ``segment`` (a fixed-length segment is full) and ``length`` (a
+token cap or the model's context); strategies mark the ends of paths they stop themselves with
+``answer`` (a complete final answer is in the text), ``max_depth`` and ``repetition``."""
+
+FINISH_REASONS: tuple[FinishReason, ...] = get_args(FinishReason)
+ENDED: frozenset[FinishReason] = frozenset({"eos", "answer", "max_depth", "repetition"})
+"""The finish reasons after which a path is never extended (see :attr:`Node.finished`)."""
+
 
 @dataclass(eq=False)
 class Node:
@@ -30,9 +40,9 @@ class Node:
 
     ``logprobs[i]`` is the policy's log-probability (temperature 1, before any filtering) of
     ``token_ids[i]``; the root's are empty. ``finish_reason`` says why generation of this node
-    stopped (``"stop"``, ``"eos"``, ``"length"``, ``"segment"``, ...); ``None`` for the root and
-    for nodes made by hand. ``scores`` holds scorer outputs by scorer name and ``extra`` holds small
-    strategy state; both are saved with the tree.
+    stopped (a :data:`FinishReason`); ``None`` for the root and for nodes made by hand; ask
+    :attr:`finished` whether the path ends here. ``scores`` holds scorer outputs by scorer name and
+    ``extra`` holds small strategy state; both are saved with the tree.
     """
 
     id: int
@@ -42,7 +52,7 @@ class Node:
     parent: Node | None = field(default=None, repr=False)
     children: list[Node] = field(default_factory=list, repr=False)
     depth: int = 0
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     scores: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -58,8 +68,10 @@ class Node:
 
     @property
     def finished(self) -> bool:
-        """True when the path ends here for good (EOS, or a strategy marked it terminal)."""
-        return self.finish_reason in ("eos", "max_depth", "repetition", "answer")
+        """True when the path ends here for good: the model ended it (EOS), or a strategy marked it
+        terminal (``answer``, ``max_depth``, ``repetition``). A node that stopped at a step
+        delimiter, a segment's end or a token cap may be extended further."""
+        return self.finish_reason in ENDED
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; the parent is given by id."""
@@ -109,7 +121,7 @@ class Tree:
         token_ids: list[int],
         text: str,
         logprobs: list[float],
-        finish_reason: str | None,
+        finish_reason: FinishReason | None,
         node_id: int | None = None,
     ) -> Node:
         nid = next(self._ids) if node_id is None else node_id
@@ -140,7 +152,7 @@ class Tree:
         token_ids: list[int],
         text: str = "",
         logprobs: list[float] | None = None,
-        finish_reason: str | None = None,
+        finish_reason: FinishReason | None = None,
         node_id: int | None = None,
     ) -> Node:
         """Append a child of ``parent`` holding ``token_ids`` (engines call this; so may strategies

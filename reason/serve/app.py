@@ -63,13 +63,12 @@ class Server:
         self.model_name = model_name
         self.worker = EngineWorker(engine)
         self.index = PromptIndex(engine, max_tree_tokens)
-        self.context = getattr(engine, "max_context", None)
+        self.context = engine.max_context
         self.prompt_tokens = 0  # prompt tokens received over all completion requests
         self.ids = itertools.count(1)
         self._scorers: dict[tuple[str, str], Any] = {}
         self._pieces: dict[int, str] = {}
-        tokenizer = getattr(engine, "tokenizer", None)
-        self.vocab_size = len(tokenizer) if tokenizer is not None else None
+        self.vocab_size = len(engine.tokenizer) if engine.tokenizer is not None else None
 
     def encode(self, prompt: Any) -> list[int]:
         """Token ids of one prompt; ids are checked, not decoded (clients send whole paths)."""

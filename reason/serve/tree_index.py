@@ -83,9 +83,7 @@ class PromptIndex:
             if not self._root_lengths[len(key)]:
                 del self._root_lengths[len(key)]
             self.tokens -= sum(len(n.token_ids) for n in tree)
-            release = getattr(self.engine, "release", None)
-            if release is not None:
-                release(tree)
+            self.engine.release(tree)
 
     def __len__(self) -> int:
         return len(self._trees)

@@ -119,8 +119,15 @@ class WorkerEngine(Engine):
         self._pending: dict[Future, int] = {}
 
     @property
-    def tokenizer(self) -> Any:
-        return getattr(self.worker.engine, "tokenizer", None)
+    def tokenizer(self) -> Any:  # type: ignore[override]
+        return self.worker.engine.tokenizer
+
+    @property
+    def max_context(self) -> int | None:  # type: ignore[override]
+        return self.worker.engine.max_context
+
+    def has_chat_template(self) -> bool:
+        return self.worker.engine.has_chat_template()
 
     def tokenize_prompt(self, prompt: Any) -> tuple[list[int], str]:
         return self.worker.engine.tokenize_prompt(prompt)
@@ -149,7 +156,6 @@ class WorkerEngine(Engine):
         return out
 
     def release(self, tree: Tree) -> None:
-        release = getattr(self.worker.engine, "release", None)
-        if release is not None:
-            self.worker.call(lambda: release(tree))
+        """Release ``tree`` in the worker thread, between steps (the real engine is not thread-safe)."""
+        self.worker.call(lambda: self.worker.engine.release(tree))
 

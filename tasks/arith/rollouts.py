@@ -45,9 +45,7 @@ def sample_solutions(
         texts = [c.text for c in children]
         grades = verifier.verify_batch([_item(p, t) for t in texts])
         out.append([Rollout(p, t, g == 1.0) for t, g in zip(texts, grades)])
-        release = getattr(engine, "release", None)
-        if release is not None:
-            release(tree)
+        engine.release(tree)
     return out
 
 

@@ -137,12 +137,30 @@ class Engine(ABC):
 
     ``ledger`` counts the engine's own work (true forward calls); each tree's ledger counts the work
     done for that problem.
+
+    What callers may use besides the abstract methods:
+
+    * ``tokenizer``: the policy's tokenizer (a ``transformers`` tokenizer), or None for an engine
+      without one; :meth:`has_chat_template` says whether prompts may be chat messages.
+    * ``max_context``: the model's context length in tokens (prompt and generation together), or
+      None when the engine does not know it.
+    * :meth:`release`: free what the engine keeps for a finished tree (a no-op by default).
     """
 
     name: str = "engine"
+    tokenizer: Any = None
+    max_context: int | None = None
 
     def __init__(self) -> None:
         self.ledger = Ledger()
+
+    def has_chat_template(self) -> bool:
+        """True when the tokenizer has a chat template (prompts may then be chat messages)."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def release(self, tree: Tree) -> None:
+        """Free what the engine caches for ``tree`` (call it when the tree is no longer expanded);
+        engines that keep nothing per tree need not override it."""
 
     # -- trees --------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from reason.core.engine.base import Engine, ExpandRequest, Stop
 from reason.core.errors import ReasonError
-from reason.core.tree import Node
+from reason.core.tree import FinishReason, Node
 
 
 @dataclass
@@ -23,10 +23,10 @@ class Sampled:
 
     token_ids: list[int]
     logprobs: list[float]
-    finish_reason: str
+    finish_reason: FinishReason
 
 
-def finish_reason(finish: str | None, stop_reason: Any, stop: Stop, n_tokens: int) -> str:
+def finish_reason(finish: str | None, stop_reason: Any, stop: Stop, n_tokens: int) -> FinishReason:
     """The tree's finish reason from an OpenAI ``finish_reason`` and vLLM ``stop_reason``."""
     if finish == "stop":
         return "eos" if stop_reason is None else "stop"

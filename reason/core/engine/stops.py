@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from reason.core.engine.base import Stop
+from reason.core.tree import FinishReason
 
 
 class StopChecker:
@@ -28,7 +29,7 @@ class StopChecker:
         self.room = room  # tokens the model's context still has for this sequence
         self.window = max((len(s) for s in stop.strings), default=0) + 4
 
-    def check(self, tokens: Sequence[int]) -> str | None:
+    def check(self, tokens: Sequence[int]) -> FinishReason | None:
         """The finish reason if ``tokens`` (this sequence's generated tokens, the newest last) end
         here, else None."""
         last = tokens[-1]

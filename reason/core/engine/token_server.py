@@ -22,6 +22,7 @@ from typing import Any
 from reason.core.engine.base import ExpandRequest, Stop
 from reason.core.engine.outputs import Sampled, finish_reason, max_new_tokens
 from reason.core.engine.queued import QueuedEngine
+from reason.core.tree import FinishReason
 
 Generate = Callable[[list[int], ExpandRequest, int], Awaitable[list[Sampled]]]
 
@@ -63,7 +64,7 @@ class TokenServerEngine(QueuedEngine):
             return pool.submit(asyncio.run, run_all()).result()
 
 
-def finish_from_tokens(token_ids: Sequence[int], text: str, stop: Stop, eos_ids: Collection[int]) -> str:
+def finish_from_tokens(token_ids: Sequence[int], text: str, stop: Stop, eos_ids: Collection[int]) -> FinishReason:
     """The tree's finish reason of a sample from a server that reports none: its last token is an
     end-of-sequence id, a stop token, or its text ends with a stop string; otherwise it hit a cap."""
     last = token_ids[-1] if token_ids else None
