@@ -3,10 +3,11 @@
 Searches work on tree nodes: :class:`PRMScorer` (a PRM wrapped for nodes, e.g.
 ``rewards.scoring.NodeScorer``) and :class:`ValueScorer` (a value model wrapped for nodes, e.g.
 ``rewards.scoring.NodeValuer``) are what :class:`~reason.core.context.SearchContext` holds as
-``prm`` and ``value``. Both are :class:`TreeScorer`\ s: the runner hands every problem's queued
-calls to one ``score_many`` call, so scorer work batches across problems. :class:`Verifier` is what rollouts ask of a verifier
-(``rewards.base.OutcomeVerifier`` is one). The model-level interfaces (question and steps in,
-scores out) are the ABCs of :mod:`rewards.base`; this ground layer only names the calls.
+``prm`` and ``value``. Both are tree scorers (:class:`TreeScorer`): the runner hands every
+problem's queued calls to one ``score_many`` call, so scorer work batches across problems.
+:class:`Verifier` is what rollouts ask of a verifier (``rewards.base.OutcomeVerifier`` is one).
+The model-level interfaces (question and steps in, scores out) are the ABCs of
+:mod:`rewards.base`; this ground layer only names the calls.
 
 The protocols are ``runtime_checkable``: ``isinstance(x, PRMScorer)`` checks that the method is
 there (not its signature).
