@@ -47,7 +47,9 @@ def dry_run(group: int = 8) -> None:
     problem = generate(2, 1, seed=4)[0]
 
     async def run() -> list[dict]:
-        params = SamplingParams(logprobs=1)
+        # OpenRLHF sets max_tokens to its generate_max_len; vLLM's default of 16 would cut every
+        # solution before its answer line, leaving all rewards 0.
+        params = SamplingParams(logprobs=1, max_tokens=64)
         return await asyncio.gather(*[executor.execute(problem.prompt, str(problem.answer), params, 256,
                                                        engine.tokenizer, actor) for _ in range(group)])
 
@@ -56,8 +58,9 @@ def dry_run(group: int = 8) -> None:
     for out in outs:
         start = out["action_ranges"][0][0]
         text = engine.decode(out["observation_tokens"][start:]).strip()
+        covered = sum(hi - lo for lo, hi in out["action_ranges"])
         print(f"reward {out['reward']:.0f}  tree advantage {out['extra_logs']['tree_advantage']:+.3f}  "
-              f"segments {len(out['action_ranges'])}  {text[-40:]!r}")
+              f"segments {len(out['action_ranges'])} ({covered} tokens)  {text[-40:]!r}")
     print(f"{group} trajectories from {executor.trees_grown} tree, {actor.requests} engine requests; "
           f"generated {executor.generated_tokens} tokens for {executor.leaf_tokens} leaf tokens")
 

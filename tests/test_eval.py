@@ -7,15 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from reason.cli import main
 from rewards.graders import IntegerVerifier
 from tasks import load_suite
-from tasks.evaluation import read_records, timing_free
+from tasks.evaluation import EvalRecord, read_records, timing_free
 
 DATA = Path(__file__).resolve().parent.parent / "tasks" / "data"
 
@@ -76,55 +76,82 @@ def test_bad_rows_are_reported_with_line_numbers(tmp_path):
         assert bad.exit_code == 2 and bad.output.startswith(f"error: {field}:"), bad.output
 
 
-ARITH = ["eval", "--suite", "arith:3", "--strategy", "best_of_n", "--budget", "1,4", "--limit", "16", "--batch-size", "4"]
+# 8 problems at two budgets in batches of 4: 16 records, enough to kill mid-budget and mid-batch.
+ARITH = ["eval", "--suite", "arith:3", "--strategy", "best_of_n", "--budget", "1,4", "--limit", "8", "--batch-size", "4"]
+TOTAL = 16
+TESTS = Path(__file__).resolve().parent
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from reason.cli import main; main()", *args]
+def by_key(records: list[EvalRecord]) -> list[dict]:
+    """Records without timing, in (budget, suite position) order, for comparing runs."""
+    return sorted((timing_free(r) for r in records), key=lambda d: (d["budget"], d["index"]))
 
 
-def test_eval_resumes_after_a_kill_without_redoing_or_losing(tmp_path):
-    clean = tmp_path / "clean.jsonl"
-    assert run(*ARITH, "--out", str(clean)).exit_code == 0
-    expected = sorted((timing_free(r) for r in read_records(clean)), key=lambda d: (d["budget"], d["index"]))
-    assert len(expected) == 32
-    out = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen(_cli(*ARITH, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 12):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = out.read_text().splitlines()
-    assert 12 <= len(before) < 32, len(before)
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted, unsharded run: what resumed and merged runs must equal."""
+    out = tmp_path_factory.mktemp("clean") / "clean.jsonl"
     res = run(*ARITH, "--out", str(out))
     assert res.exit_code == 0, res.output
-    after = out.read_text().splitlines()
-    assert after[: len(before)] == before  # nothing rewritten
     records = read_records(out)
-    assert len({r.key() for r in records}) == len(records) == 32  # nothing redone or lost
-    assert sorted((timing_free(r) for r in records), key=lambda d: (d["budget"], d["index"])) == expected
+    assert len(records) == TOTAL and {r.level for r in records} == {3}
+    assert [d["id"] for d in by_key(records) if d["budget"] == 1] == [p.id for p in load_suite("arith:3", limit=8)]
+    return out
+
+
+def test_eval_resumes_after_a_kill_without_redoing_or_losing(tmp_path, clean):
+    # The process SIGKILLs itself right after its 10th record: budget 1 done, budget 4's first batch half done.
+    killed_at = 10
+    out = tmp_path / "killed.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    code = "import sys; from hang_helpers import eval_killed_after; eval_killed_after(int(sys.argv.pop(1)))"
+    proc = subprocess.run([sys.executable, "-c", code, str(killed_at), *ARITH, "--out", str(out)], env=env,
+                          check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    text = out.read_text()
+    before = text.splitlines()
+    assert len(before) == killed_at and text.endswith("\n")  # every record handed on was whole on disk at the kill
+    expected = by_key(read_records(clean))
+    assert all(d in expected for d in by_key(read_records(out)))
+    res = run(*ARITH, "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert out.read_text().splitlines()[:killed_at] == before  # nothing rewritten
+    records = read_records(out)
+    assert len({r.key() for r in records}) == len(records) == TOTAL  # nothing redone or lost
+    assert by_key(records) == expected
     # Another config may not resume into this file.
-    other = run(*ARITH[:-2], "--batch-size", "4", "--seed", "9", "--out", str(out))
+    other = run(*ARITH, "--seed", "9", "--out", str(out))
     assert other.exit_code == 2 and other.output.startswith("error: out:") and "different config" in other.output
 
 
-def test_shards_merge_to_the_unsharded_run_and_plot(tmp_path):
-    whole = tmp_path / "whole.jsonl"
-    assert run(*ARITH, "--out", str(whole)).exit_code == 0
+def test_a_torn_last_record_is_redone_once(tmp_path, clean):
+    lines = clean.read_text().splitlines(keepends=True)
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # killed mid-write of the last record
+    res = run(*ARITH, "--out", str(torn))
+    assert res.exit_code == 0, res.output
+    after = torn.read_text().splitlines(keepends=True)
+    assert after[:-1] == lines[:-1]  # every whole record kept as it was
+    records = read_records(torn)
+    assert len({r.key() for r in records}) == len(records) == TOTAL  # the torn one redone once, nothing doubled
+    assert timing_free(records[-1]) == timing_free(read_records(clean)[-1])
+    assert by_key(records) == by_key(read_records(clean))
+
+
+def test_shards_merge_to_the_unsharded_run_and_plot(tmp_path, clean):
     shards = [tmp_path / f"s{i}.jsonl" for i in range(2)]
     for i, shard in enumerate(shards):
         res = run(*ARITH, "--shard", f"{i}/2", "--out", str(shard))
         assert res.exit_code == 0, res.output
+        assert {r.index % 2 for r in read_records(shard)} == {i}
     merged = tmp_path / "merged.jsonl"
     res = run("eval", "--merge", "--out", str(merged), *map(str, shards))
-    assert res.exit_code == 0 and "merged 32 records" in res.output, res.output
-    key = lambda d: (d["budget"], d["index"])
-    assert [timing_free(r) for r in read_records(merged)] == sorted((timing_free(r) for r in read_records(whole)), key=key)
+    assert res.exit_code == 0 and f"merged {TOTAL} records" in res.output, res.output
+    assert [timing_free(r) for r in read_records(merged)] == by_key(read_records(clean))
     bad = run(*ARITH, "--shard", "2/2")
     assert bad.exit_code == 2 and bad.output.startswith("error: shard:")
     png = tmp_path / "docs" / "acc.png"
-    res = run("plot", str(whole), "--out", str(png))
+    res = run("plot", str(clean), "--out", str(png))
     assert res.exit_code == 0, res.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 

@@ -24,9 +24,10 @@ def cand(answer, correct, score=None):
     return CandidateRecord(answer=answer, score=score, correct=correct)
 
 
-def record(pid, budget, cands, correct, level=1, tokens=10):
+def record(pid, budget, cands, correct, level=1, tokens=10, subject=None):
     return EvalRecord(id=pid, index=0, budget=budget, label="x", answer=None, gold="", correct=correct, candidates=cands,
-                      ledger={"generated_tokens": tokens, "prm_calls": 1}, seed=0, config_hash="h", level=level)
+                      ledger={"generated_tokens": tokens, "prm_calls": 1}, seed=0, config_hash="h", level=level,
+                      subject=subject)
 
 
 def test_pass_at_k_is_the_unbiased_estimator():
@@ -63,20 +64,28 @@ def test_subsample_keeps_groups_whole():
 
 
 def test_at_k_summary_and_breakdown():
+    # "a": the majority and the summed scores both pick "1" (right); "b": the majority picks "5"
+    # (wrong), the scores pick "6" (right).
     recs = [
-        record("a", 4, [cand("1", True), cand("1", True), cand("2", False), cand("3", False)], True, level=1),
-        record("b", 4, [cand("5", False), cand("5", False), cand("6", True), cand("7", False)], False, level=2),
+        record("a", 4, [cand("1", True, 0.5), cand("1", True, 0.5), cand("2", False, 0.9), cand("3", False, 0.0)], True,
+               level=1, subject="Algebra"),
+        record("b", 4, [cand("5", False, 0.1), cand("5", False, 0.1), cand("6", True, 0.9), cand("7", False, 0.0)],
+               False, level=2, tokens=30, subject="Algebra"),
     ]
     full = at_k(recs, 4)
-    assert full["majority"] == 0.5 and full["pass"] == 1.0
+    assert full == {"majority": 0.5, "weighted": 1.0, "pass": 1.0}
     one = at_k(recs, 1)
     assert one["pass"] == pytest.approx((0.5 + 0.25) / 2)
     [row] = summarize(recs)
-    assert row["accuracy"] == 0.5 and row["problems"] == 2 and row["tokens"] == 10
+    assert row["accuracy"] == 0.5 and row["problems"] == 2 and row["tokens"] == 20 and row["prm_calls"] == 1
+    assert (row["majority"], row["weighted"], row["pass"]) == (0.5, 1.0, 1.0)
     lo, hi = row["ci"]
     assert 0.0 <= lo <= 0.5 <= hi <= 1.0
     parts = breakdown(recs, "level")
+    assert parts.keys() == {(4, 1), (4, 2)}
     assert parts[(4, 1)]["accuracy"] == 1.0 and parts[(4, 2)]["accuracy"] == 0.0
+    subjects = breakdown(recs, "subject")
+    assert subjects.keys() == {(4, "Algebra")} and subjects[(4, "Algebra")]["accuracy"] == 0.5
 
 
 def test_bootstrap_interval_brackets_the_mean_and_is_seeded():

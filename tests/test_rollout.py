@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from typing import Any
+
 import pytest
 import torch
 
@@ -60,9 +63,22 @@ def test_user_reward_and_errors(engine, problems):
         reason.rollout(engine, [problems[0].prompt], strategy="best_of_n", n=4, bogus=1, reward=lambda i, t: 0.0)
 
 
+def completion_groups(ids: list[list[int]], advantages: list[Any]) -> dict[tuple[int, ...], list[Any]]:
+    """Advantages grouped by completion (rows in any order; equal completions may repeat), each group sorted."""
+    out: dict[tuple[int, ...], list[Any]] = defaultdict(list)
+    for row, adv in zip(ids, advantages):
+        out[tuple(row)].append(adv)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def flat(rows: list[Any]) -> list[float]:
+    """Scalars and tuples of scalars as one list of floats."""
+    return [x for row in rows for x in (row if isinstance(row, tuple) else (row,))]
+
+
 @pytest.mark.parametrize("per", ["leaf", "segment"])
-def test_trl_tree_advantages_reach_the_loss(tmp_path, per):
-    """Two GRPO steps where the trainer's advantages are the TreePO records' tree advantages."""
+def test_trl_tree_advantages_reach_the_loss(tmp_path, monkeypatch, per):
+    """Two GRPO steps where the advantages TRL's loss receives are the TreePO records' tree advantages."""
     trl = pytest.importorskip("trl")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -85,18 +101,39 @@ def test_trl_tree_advantages_reach_the_loss(tmp_path, per):
     trainer = tree_grpo_trainer(per=per, model=model, processing_class=tok, reward_funcs=reward, args=config,
                                 train_dataset=Dataset.from_list([{"prompt": p.prompt} for p in probs]),
                                 rollout_func=rollout)
+    # A spy on TRL's loss: it records the batch exactly as TRL hands it over, then computes the loss as usual.
+    seen: list[dict[str, torch.Tensor]] = []
+    compute_loss = trainer.compute_loss
+
+    def spy(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        seen.append({k: inputs[k].detach().clone() for k in ("completion_ids", "advantages")})
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "compute_loss", spy)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train()
-    assert rollout.calls == 2 and len(rollout.last_records) == 8
+    assert rollout.calls == 2 and len(rollout.last_records) == 8 and len(seen) == 2
     records = rollout.last_records
+    batch = seen[-1]  # the last step trains on the last rollout, its rows shuffled by TRL
+    width = batch["completion_ids"].shape[1]
+    assert width == max(len(r.completion_ids) for r in records)
+
+    def pad(values: list[Any], fill: Any) -> list[Any]:
+        return list(values) + [fill] * (width - len(values))
+
+    want_ids = [pad(r.completion_ids, tok.pad_token_id) for r in records]
     if per == "leaf":
-        assert trainer.tree_advantages.tolist() == pytest.approx([r.advantage for r in records])
+        assert batch["advantages"].shape == (8,)
+        want = completion_groups(want_ids, [r.advantage for r in records])
     else:  # (B, T): each token its segment's credit, zero past the completion
-        assert trainer.tree_advantages.shape == (8, max(len(r.completion_ids) for r in records))
-        for row, r in zip(trainer.tree_advantages.tolist(), records):
-            n = len(r.completion_ids)
-            assert row[:n] == pytest.approx(r.token_advantages()) and not any(row[n:])
+        assert batch["advantages"].shape == (8, width)
+        want = completion_groups(want_ids, [tuple(pad(r.token_advantages(), 0.0)) for r in records])
         assert any(len(set(r.segment_advantages)) > 1 for r in records)  # credit differs along a path
-    assert any(r.advantage != 0 for r in rollout.last_records)
+    got = completion_groups(batch["completion_ids"].tolist(), [
+        a if per == "leaf" else tuple(a) for a in batch["advantages"].tolist()])
+    assert got.keys() == want.keys()
+    for key, advs in want.items():
+        assert flat(got[key]) == pytest.approx(flat(advs), abs=1e-6)
+    assert any(r.advantage != 0 for r in records)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the weights moved
     assert rollout.engine.weights_version == 1  # the second rollout saw the first step's weights, no stale KV

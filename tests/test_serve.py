@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from tasks.registry import resolve_model
 from reason.serve import create_app
 from reason.serve.thread import ServerThread
 from rewards.catalog import load_prm
-from reason.shortcuts import solve_many
+from reason.shortcuts import solve, solve_many
 from tasks.arith.problems import generate
 
 PATH = resolve_model("arith")
@@ -33,6 +34,16 @@ def logprob_gap(a, b) -> float:
     """Largest logprob difference between same-id nodes (batch shapes differ, so floats may too)."""
     return max((abs(x - y) for r, g in zip(a, b) for m, n in zip(r.tree, g.tree)
                 for x, y in zip(m.logprobs, n.logprobs)), default=0.0)
+
+
+def exact_part(obj: Any) -> Any:
+    """A result's JSON without what may differ between runs of the same search: timings, and the
+    logprobs (float sums over other batch shapes; compared with a tolerance instead)."""
+    if isinstance(obj, dict):
+        return {k: exact_part(v) for k, v in obj.items() if k not in ("wall_seconds", "logprobs")}
+    if isinstance(obj, list):
+        return [exact_part(v) for v in obj]
+    return obj
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +66,7 @@ def ledger(server):
 def test_openai_backend_grows_the_same_trees_as_in_process(server, local, temperature):
     client = OpenAIEngine.from_pretrained(PATH, base_url=server.url)
     assert client.model == "arith" and client.max_context == local.max_context
-    questions = [p.question for p in generate(3, 20, seed=11)]
+    questions = [p.question for p in generate(3, 4, seed=11)]  # few: every node is compared
     before = ledger(server)
     for strategy, options in (("best_of_n", {"select": "majority"}), ("particle", {"prm": load_prm("arith")}),
                               ("first_finish", {})):
@@ -74,35 +85,83 @@ def test_openai_backend_grows_the_same_trees_as_in_process(server, local, temper
     assert after["requests"] == after["completed"]
 
 
-def test_completions_shapes_and_stop_reasons(server):
-    body = {"prompt": "12+3*4-5", "n": 3, "max_tokens": 40, "seed": 7, "logprobs": 1, "stop": ["\n"]}
-    out = httpx.post(server.url + "/completions", json=body).json()
-    assert [c["index"] for c in out["choices"]] == [0, 1, 2]
-    for c in out["choices"]:
-        assert c["finish_reason"] in ("stop", "length")
+def test_completions_shapes_and_stop_reasons(server, local):
+    body = {"prompt": "7*8-2", "n": 3, "max_tokens": 40, "seed": 7, "logprobs": 1, "stop": ["\n"]}
+
+    def complete(**change: Any) -> list[dict[str, Any]]:
+        r = httpx.post(server.url + "/completions", json={**body, **change})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"]
+
+    def ids_of(choices: list[dict[str, Any]]) -> list[list[int]]:
+        return [c["token_ids"] for c in choices]
+
+    out = complete()
+    assert [c["index"] for c in out] == [0, 1, 2]
+    for c in out:  # each of this seed's samples ends its first line within 40 tokens
+        assert c["finish_reason"] == "stop" and c["stop_reason"] == "\n"
+        assert "\n" not in c["text"] and "".join(c["logprobs"]["tokens"]) == c["text"] + "\n"  # cut unless asked for
         assert len(c["logprobs"]["token_logprobs"]) == len(c["token_ids"])
-        if c["stop_reason"] == "\n":
-            assert not c["text"].endswith("\n")  # stop strings are cut unless asked for
-    again = httpx.post(server.url + "/completions", json=body).json()
-    assert [c["token_ids"] for c in again["choices"]] == [c["token_ids"] for c in out["choices"]]  # seeded
-    ids = httpx.post(server.url + "/completions", json={**body, "prompt": out["choices"][0]["token_ids"]}).json()
-    assert len(ids["choices"]) == 3  # token-id prompts
-    multi = httpx.post(server.url + "/completions", json={**body, "n": 2, "prompt": ["1+2", "3*4"]}).json()
-    assert [c["index"] for c in multi["choices"]] == [0, 1, 2, 3]
-    chat = httpx.post(server.url + "/chat/completions",
-                      json={"messages": [{"role": "user", "content": "2+3*4"}], "max_tokens": 60, "seed": 1}).json()
-    assert chat["choices"][0]["message"]["role"] == "assistant" and chat["choices"][0]["token_ids"]
+    assert ids_of(complete()) == ids_of(out)  # seeded
+    assert ids_of(complete(seed=8)) != ids_of(out)  # and the seed is used
+    prompt_ids = local.tokenize_prompt("7*8-2")[0]
+    assert ids_of(complete(prompt=prompt_ids)) == ids_of(out)  # a token-id prompt is that text
+    multi = complete(n=2, prompt=["1+2", "3*4"])
+    assert [c["index"] for c in multi] == [0, 1, 2, 3]
+    assert ids_of(multi) == ids_of(complete(n=2, prompt="1+2")) + ids_of(complete(n=2, prompt="3*4"))
+    messages = [{"role": "user", "content": "2+3*4"}]
+    chat = httpx.post(server.url + "/chat/completions", json={"messages": messages, "max_tokens": 60, "seed": 1}).json()
+    same = complete(prompt=local.tokenize_prompt(messages)[0], n=1, max_tokens=60, seed=1, stop=None, logprobs=None)
+    assert chat["choices"][0]["message"] == {"role": "assistant", "content": same[0]["text"]}
+    assert ids_of(chat["choices"]) == ids_of(same) and same[0]["finish_reason"] == "stop"
     assert httpx.get(server.url.removesuffix("/v1") + "/health").json() == {"status": "ok"}
 
 
-def test_solve_endpoint_runs_a_strategy(server, local):
-    body = {"question": "12+3*4-5", "strategy": "particle", "budget": 8, "seed": 3, "prm": "arith", "include_tree": True}
-    out = httpx.post(server.url + "/solve", json=body, timeout=120).json()
-    from reason.shortcuts import solve
+def test_vllm_stop_options_have_their_effect(server, local):
+    """include_stop_str_in_output, ignore_eos and stop_token_ids, each against the same greedy request
+    without it."""
 
-    ref = solve(local, "12+3*4-5", strategy="particle", budget=8, seed=3, prm=load_prm("arith"))
-    assert out["answer"] == ref.answer
-    assert len(out["tree"]["nodes"]) == len(ref.tree)
+    def complete(**options: Any) -> dict[str, Any]:
+        body = {"prompt": "12+3*4-5", "max_tokens": 60, "temperature": 0, **options}
+        r = httpx.post(server.url + "/completions", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]
+
+    plain = complete()
+    eos = local.tokenizer.eos_token_id
+    assert plain["finish_reason"] == "stop" and plain["token_ids"][-1] == eos and len(plain["token_ids"]) < 60
+
+    cut, kept = complete(stop=["*"]), complete(stop=["*"], include_stop_str_in_output=True)
+    assert cut["token_ids"] == kept["token_ids"] and cut["stop_reason"] == kept["stop_reason"] == "*"
+    assert "*" not in cut["text"] and kept["text"] == cut["text"] + "*"
+
+    on = complete(ignore_eos=True)
+    assert on["finish_reason"] == "length" and len(on["token_ids"]) == 60  # ran on past the EOS
+    assert on["token_ids"][: len(plain["token_ids"])] == plain["token_ids"]
+
+    token = plain["token_ids"][len(plain["token_ids"]) // 2]
+    at = plain["token_ids"].index(token)  # its first occurrence: where the request must stop
+    stopped = complete(stop_token_ids=[token])
+    assert stopped["token_ids"] == plain["token_ids"][: at + 1] and at + 1 < len(plain["token_ids"])
+    assert stopped["finish_reason"] == "stop" and stopped["stop_reason"] == token and plain["stop_reason"] is None
+
+
+def test_solve_endpoint_runs_a_strategy(server, local):
+    """/v1/solve returns what an in-process solve returns (tree, candidates, ledger), options included."""
+    prm = load_prm("arith")
+    base = {"question": "12+3*4-5", "strategy": "particle", "budget": 8, "seed": 3, "prm": "arith", "include_tree": True}
+    trees = []
+    for options in ({}, {"temperature": 1.5, "resampling": "multinomial"}):
+        out = httpx.post(server.url + "/solve", json={**base, "options": options}, timeout=120).json()
+        ref = solve(local, "12+3*4-5", strategy="particle", budget=8, seed=3, prm=prm, **options)
+        want = ref.to_json_dict(include_tree=True)
+        assert exact_part(out) == exact_part(want), options
+        assert len(out["candidates"]) > 0 and len(out["tree"]["nodes"]) == len(ref.tree)
+        gaps = [abs(x - y) for m, n in zip(out["tree"]["nodes"], want["tree"]["nodes"])
+                for x, y in zip(m["logprobs"], n["logprobs"])]
+        assert gaps and max(gaps) < 1e-4
+        trees.append(exact_part(out["tree"]["nodes"]))
+    assert trees[0] != trees[1]  # the options changed the search, so dropping them would show above
 
 
 @pytest.mark.parametrize("payload, status, needle", [
@@ -178,7 +237,11 @@ def test_client_reports_a_server_without_token_ids():
             client.expand(tree, tree.root, 1, Stop(max_tokens=4))
 
 
-def test_concurrent_clients_lose_and_duplicate_nothing(server):
+def test_concurrent_clients_lose_and_duplicate_nothing(server, local):
+    """Twelve clients at once, each with its own question and seed, each gets exactly its own search:
+    the tree an in-process solve of that question and seed grows."""
+    questions = [f"{i}+{i}*2" for i in range(12)]
+    ref = solve_many(local, questions, strategy="best_of_n", budget=4, seed=0, select="majority")  # i-th: seed i
     before = ledger(server)
     results: dict[int, list] = {}
     errors: list[BaseException] = []
@@ -186,7 +249,7 @@ def test_concurrent_clients_lose_and_duplicate_nothing(server):
     def one(i: int) -> None:
         try:
             client = OpenAIEngine.from_pretrained(PATH, base_url=server.url)
-            results[i] = solve_many(client, [f"{i}+{i}*2"], strategy="best_of_n", budget=4, seed=i,
+            results[i] = solve_many(client, [questions[i]], strategy="best_of_n", budget=4, seed=i,
                                     select="majority")
         except BaseException as exc:  # noqa: BLE001 -- collected and asserted below
             errors.append(exc)
@@ -198,9 +261,11 @@ def test_concurrent_clients_lose_and_duplicate_nothing(server):
         t.join()
     assert not errors
     assert sorted(results) == list(range(12))
+    for i, (got,) in sorted(results.items()):
+        assert tree_snapshot(got) == tree_snapshot(ref[i]), i
+        assert got.candidates == ref[i].candidates and len(got.candidates) == 4
     after = ledger(server)
     assert after["requests"] - before["requests"] == after["completed"] - before["completed"] >= 12
-    assert all(len(r[0].candidates) == 4 for r in results.values())
 
 
 def test_cli_engine_openai_and_serve_errors(server):
