@@ -12,7 +12,7 @@ from reason.core.engine.hf import HFEngine
 from tasks.registry import resolve_model
 from rewards.catalog import load_value
 from tasks.arith.problems import generate
-from tasks.arith.rollouts import SOLUTION_STOP
+from tasks.arith.solutions import SOLUTION_STOP
 from tasks.arith.train import train
 
 LINE = re.compile(r"^(-?\d+[-+*/]-?\d+=-?\d+|answer: -?\d+)$")
@@ -46,7 +46,7 @@ def test_training_is_reproducible():
 
 
 def test_value_model_separates_correct_from_wrong_prefixes():
-    from tasks.arith.rollouts import sample_solutions
+    from tasks.arith.solutions import sample_solutions
     from tasks.arith.train_value import auc, prefixes
 
     engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")

@@ -13,7 +13,7 @@ import time
 
 from reason.core.engine.hf import HFEngine
 from tasks.arith.problems import generate
-from tasks.arith.rollouts import prm_pick, sample_solutions
+from tasks.arith.solutions import prm_pick, sample_solutions
 from tasks.registry import resolve_model
 
 

@@ -20,13 +20,13 @@ import torch
 from reason.core.engine.hf import HFEngine
 from rewards.value import LMValueModel
 from tasks.arith.problems import STEP_DELIMITER, VALUE_PROMPT, generate
-from tasks.arith.rollouts import Rollout, sample_solutions
+from tasks.arith.solutions import SampledSolution, sample_solutions
 from tasks.arith.tokenizer import build_char_tokenizer
 from tasks.arith.train import policy_config
 from tasks.registry import resolve_model
 
 
-def prefixes(rollout: Rollout) -> list[tuple[str, str, float]]:
+def prefixes(rollout: SampledSolution) -> list[tuple[str, str, float]]:
     """(question, partial solution, label) for every step boundary of ``rollout``."""
     steps = rollout.steps
     label = 1.0 if rollout.correct else 0.0

@@ -17,7 +17,7 @@ SOLUTION_STOP = Stop(max_tokens=160)
 
 
 @dataclass
-class Rollout:
+class SampledSolution:
     """One sampled solution of ``problem``: its text, whether it is correct, and its steps."""
 
     problem: ArithProblem
@@ -31,7 +31,7 @@ class Rollout:
 
 def sample_solutions(
     engine: Engine, problems: list[ArithProblem], n: int, temperature: float, seed: int = 0
-) -> list[list[Rollout]]:
+) -> list[list[SampledSolution]]:
     """``n`` solutions per problem (all problems batched together); greedy when ``temperature`` is 0."""
     trees = [engine.new_tree(p.prompt, meta={"question": p.question}) for p in problems]
     requests = [
@@ -44,7 +44,7 @@ def sample_solutions(
     for p, tree, children in zip(problems, trees, results):
         texts = [c.text for c in children]
         grades = verifier.verify_batch([_item(p, t) for t in texts])
-        out.append([Rollout(p, t, g == 1.0) for t, g in zip(texts, grades)])
+        out.append([SampledSolution(p, t, g == 1.0) for t, g in zip(texts, grades)])
         engine.release(tree)
     return out
 
@@ -53,7 +53,7 @@ def _item(problem: ArithProblem, text: str):
     return VerifyItem(problem.question, text, str(problem.answer))
 
 
-def prm_pick(rollouts: list[Rollout], prm: ArithPRM | None = None) -> Rollout:
+def prm_pick(rollouts: list[SampledSolution], prm: ArithPRM | None = None) -> SampledSolution:
     """The rollout whose last step the PRM scores highest (the first on ties)."""
     prm = prm or ArithPRM()
     best, best_score = rollouts[0], -1.0
