@@ -24,10 +24,10 @@ def eval_killed_after(records: int) -> None:
 
     The crash point is fixed by the records written, not by how fast the machine is, so a test can
     assert exactly what the file holds at the kill."""
+    from reason.cli import eval as eval_command
     from reason.cli import main
-    from tasks import evaluation
 
-    real = evaluation.evaluate
+    real = eval_command.evaluate
 
     def evaluate(*args: Any, on_record: Any = None, **kwargs: Any) -> Any:
         seen = 0
@@ -42,5 +42,5 @@ def eval_killed_after(records: int) -> None:
 
         return real(*args, on_record=counted, **kwargs)
 
-    evaluation.evaluate = evaluate  # the CLI imports it from the module at call time
+    eval_command.evaluate = evaluate  # what `reason eval` calls
     main()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import search.solve
+import tasks.evaluation
 from reason.cli import main
 from reason.cli.eval import print_summary
 from tasks.evaluation import CandidateRecord, EvalRecord, read_records
@@ -50,7 +50,7 @@ def filtered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert run("tiny-model", str(ckpt), "--arch", "qwen2").exit_code == 0
     out = tmp / "run.jsonl"
     roots: dict[str, list[int]] = {}
-    real = search.solve.solve_problems
+    real = tasks.evaluation.solve_problems
 
     def spy(engine: Any, problems: Any, *, on_result: Any, **kwargs: Any) -> Any:
         def seen(k: int, result: Any) -> None:
@@ -63,7 +63,7 @@ def filtered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "-o", "select=majority", "--limit", str(LIMIT), "--levels", ",".join(map(str, LEVELS)),
             "--subjects", ",".join(SUBJECTS), "--out", str(out)]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(search.solve, "solve_problems", spy)
+        mp.setattr(tasks.evaluation, "solve_problems", spy)  # what evaluate() calls
         res = run(*args)
     assert res.exit_code == 0, res.output
     return {"ckpt": ckpt, "out": out, "args": args, "output": res.output, "roots": roots,
