@@ -63,7 +63,7 @@ def resolve_model(name: str, role: str = "policy") -> str:
     if path is None or not (path / "config.json").exists():
         raise ReasonError(
             "model",
-            f"the bundled {name!r} {role} model is not in this install",
+            f"the bundled {name!r} {'' if role == 'policy' else role + ' '}model is not in this install",
             "pass --model with a checkpoint directory or hub id (e.g. one made by `reason tiny-model DIR`)",
         )
     return str(path)

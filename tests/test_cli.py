@@ -38,12 +38,17 @@ def test_generate_json(checkpoint):
 
 def test_generate_greedy_matches_hf_generate_from_disk(checkpoint):
     res = run("generate", "Find x.", "--model", str(checkpoint), "--temperature", "0", "--max-tokens", "10", "--no-chat", "--json")
-    ids = json.loads(res.output)["samples"][0]["token_ids"]
+    assert res.exit_code == 0, res.output
+    [sample] = json.loads(res.output)["samples"]
     engine = HFEngine.from_pretrained(str(checkpoint), dtype="float32", device="cpu")
     prompt = engine.tokenize_prompt("Find x.")[0]
     x = torch.tensor([prompt])
     ref = engine.model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=10)[0, len(prompt) :]
-    assert ids == ref.tolist()[: len(ids)]
+    # The whole continuation, ended where transformers ends it: at EOS (kept) or at the token cap.
+    assert sample["token_ids"] == ref.tolist()
+    ended_at_eos = ref[-1].item() in engine.eos_ids
+    assert sample["finish_reason"] == ("eos" if ended_at_eos else "length")
+    assert ended_at_eos or len(ref) == 10
 
 
 def test_generate_readable_output(checkpoint):
@@ -71,9 +76,18 @@ def test_bad_input_exits_nonzero_with_one_line(checkpoint, args, field):
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}:")
 
 
-def test_empty_prompt_and_missing_bundled_model(checkpoint):
+def test_empty_prompt_and_missing_bundled_model(checkpoint, monkeypatch):
     res = run("generate", "", "--model", str(checkpoint))
-    assert res.exit_code == 2 and "PROMPT" in res.output
+    assert res.exit_code == 2 and res.output.strip() == "error: PROMPT: is empty; give the text to continue"
+    # An install without the bundled weights: point the bundled name at a directory that is not there.
+    from tasks.arith import task
+
+    monkeypatch.setitem(task.BUNDLED, "policy", task.HERE / "no-such-model")
+    for argv in (["generate", "1+2"], ["solve", "1+2", "--strategy", "greedy"]):
+        res = run(*argv)
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: model: the bundled 'arith' model is not in this install")
 
 
 def test_score_with_named_scorers():

@@ -51,23 +51,57 @@ def test_ample_cache_prefills_only_prompts(ample):
     assert engine.store.evicted_tokens == 0 and engine.preemptions == 0
 
 
+def pool_bytes(engine: HFEngine) -> int:
+    """Bytes the engine's KV pool tensors hold right now."""
+    return sum(t.numel() * t.element_size() for t in engine.pool.keys + engine.pool.values)
+
+
+class Watched(HFEngine):
+    """The hf engine, noting the most bytes its KV pool held after any step."""
+
+    peak_bytes = 0
+
+    def step(self):
+        out = super().step()
+        self.peak_bytes = max(self.peak_bytes, pool_bytes(self))
+        return out
+
+
+@pytest.fixture(scope="module")
+def reference(models, tokenizer):
+    """The default workload (4 prompts, width 3, depth 3) grown by a batched, unbounded engine."""
+    return snapshot(grow(HFEngine(models["llama"], tokenizer)))
+
+
 def test_small_cache_evicts_recomputes_and_matches(ample, models, tokenizer):
-    _, reference = ample
-    small = HFEngine(models["llama"], tokenizer, cache_tokens=1500)
+    """A ``cache_bytes`` budget far below what the workload's trees take caps the pool's memory:
+    least recently used subtrees are evicted and recomputed, and the tokens do not change."""
+    unbounded, reference = ample
+    bytes_per = unbounded.pool.bytes_per_slot()
+    budget = 1500 * bytes_per + bytes_per // 2  # not a whole number of slots: rounds down
+    small = Watched(models["llama"], tokenizer, cache_bytes=budget)
     trees = grow(small, PROMPTS, width=4, depth=4)
     assert snapshot(trees) == snapshot(reference)
     assert small.store.evicted_tokens > 0
     extra = sum(t.ledger.prefill_tokens - t.ledger.prompt_tokens for t in trees)
     assert extra > 0
     assert small.ledger.prefill_tokens == sum(t.ledger.prefill_tokens for t in trees)
-    assert small.pool.capacity <= 1500
+    # The pool's tensors, its padding slot included, never held more than the budget.
+    assert small.pool.limit <= 1499
+    assert 0 < small.peak_bytes <= budget
 
 
-def test_tight_cache_preempts_and_still_matches(llama, tokenizer):
-    reference = grow(HFEngine(llama, tokenizer))
+def test_cache_bytes_counts_the_padding_slot(llama, tokenizer):
+    bytes_per = HFEngine(llama, tokenizer).pool.bytes_per_slot()
+    engine = HFEngine(llama, tokenizer, cache_bytes=100 * bytes_per)
+    engine.pool.alloc(engine.pool.n_free)  # everything the budget allows
+    assert pool_bytes(engine) <= 100 * bytes_per
+
+
+def test_tight_cache_preempts_and_still_matches(reference, llama, tokenizer):
     tight = HFEngine(llama, tokenizer, cache_tokens=90)
     trees = grow(tight)
-    assert snapshot(trees) == snapshot(reference)
+    assert snapshot(trees) == reference
     assert tight.preemptions > 0
 
 
@@ -88,25 +122,22 @@ def test_prune_and_release_free_kv(llama, tokenizer):
     assert engine.pool.n_used == 0
 
 
-def test_batched_equals_one_at_a_time(llama, tokenizer):
-    batched = grow(HFEngine(llama, tokenizer))
+def test_batched_equals_one_at_a_time(reference, llama, tokenizer):
     single = grow(HFEngine(llama, tokenizer), one_at_a_time=True)
-    assert snapshot(batched) == snapshot(single)
+    assert snapshot(single) == reference
 
 
-def test_running_cap_and_packed_siblings_do_not_change_tokens(llama, tokenizer):
-    ref = grow(HFEngine(llama, tokenizer))
+def test_running_cap_and_packed_siblings_do_not_change_tokens(reference, llama, tokenizer):
     capped = grow(HFEngine(llama, tokenizer, max_running=2))
     packed = grow(HFEngine(llama, tokenizer, pack_siblings=True))
-    assert snapshot(capped) == snapshot(ref)
-    assert snapshot(packed) == snapshot(ref)
+    assert snapshot(capped) == reference
+    assert snapshot(packed) == reference
 
 
-def test_no_prefix_cache_refills_paths(llama, tokenizer):
-    ref = grow(HFEngine(llama, tokenizer))
+def test_no_prefix_cache_refills_paths(reference, llama, tokenizer):
     engine = NoPrefixCacheEngine(llama, tokenizer)
     trees = grow(engine)
-    assert snapshot(trees) == snapshot(ref)
+    assert snapshot(trees) == reference
     for t in trees:
         expanded = [n for n in t if n.children]
         # Every expansion prefills its whole path; a node's own last token was never fed before.

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from reason.core.engine.base import ExpandRequest, Sampling, Stop
 from reason.core.engine.hf import HFEngine
+from reason.core.engine.hf.sampler import choose_tokens
 from reason.core.errors import ReasonError
+from reason.core.seeding import derive_seed, uniform
 
 PROMPT = "Solve the problem step by step.\nProblem: What is 12 + 30 * 2?\n"
 
@@ -84,6 +87,25 @@ def test_top_k_one_is_greedy_and_top_p_filters(engine):
     assert all(k.token_ids == greedy.token_ids for k in tiny_p)
     wide = engine.expand(tree, tree.root, 6, Stop(max_tokens=10, eos=False), Sampling(temperature=1.0, top_p=0.9, top_k=50, seed=3))
     assert len({tuple(k.token_ids) for k in wide}) > 1
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.6, 0, 1.0), (1.4, 5, 1.0), (0.9, 0, 0.7)])
+def test_engine_draws_each_child_from_its_documented_uniform(engine, temperature, top_k, top_p):
+    """The engine hands the sampler (whose distribution tests/test_sampler_distribution.py checks)
+    the model's own next-token logits, the request's temperature, top-k and top-p, and child i's
+    uniform for its first token, ``uniform(derive_seed(seed, i), 0)``: each child's first token and
+    logprob are the sampler's for those inputs."""
+    tree = engine.new_tree(PROMPT)
+    n, seed = 24, 9
+    sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    kids = engine.expand(tree, tree.root, n, Stop(max_tokens=1, eos=False), sampling)
+    with torch.inference_mode():
+        logits = engine.model(torch.tensor([tree.prefix_ids(tree.root)])).logits[0, -1].float()
+    want, want_lp = choose_tokens(logits.repeat(n, 1), [temperature] * n, [top_k] * n, [top_p] * n,
+                                  [uniform(derive_seed(seed, i), 0) for i in range(n)])
+    assert [k.token_ids for k in kids] == [[t] for t in want]
+    assert [k.logprobs[0] for k in kids] == pytest.approx(want_lp, abs=1e-4)
+    assert len(set(want)) > 3  # the children differ: the draws are not degenerate
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,10 @@ def new_pool(model: Any, cache_tokens: int | None, cache_bytes: int | None) -> K
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     bytes_per = 2 * n_layers * kv_heads * head_dim * torch.empty((), dtype=param.dtype).element_size()
     if cache_bytes is not None:
-        cache_tokens = max(1, cache_bytes // bytes_per)
+        cache_tokens = cache_bytes // bytes_per - 1  # the pool keeps one padding slot beyond its slots
+        if cache_tokens < 1:
+            raise ReasonError("cache_bytes", f"{cache_bytes} bytes hold no token's KV beside the padding slot "
+                              f"({bytes_per} bytes a token)", f"give at least {2 * bytes_per}")
     if cache_tokens is not None and cache_tokens < 1:
         raise ReasonError("cache_tokens", f"must be at least 1 (got {cache_tokens})", "raise the budget")
     return KVPool(n_layers, kv_heads, head_dim, param.dtype, param.device, cache_tokens)
