@@ -7,6 +7,7 @@ import pytest
 from reason.core.engine.base import ExpandRequest, Sampling, Stop
 from reason.core.engine.hf import HFEngine
 from reason.core.engine.hf.nocache import NoPrefixCacheEngine
+from reason.core.errors import ReasonError
 
 PROMPTS = [f"Problem {i}: what is {i} * {i + 3}? Think step by step.\nStep 1:" for i in range(8)]
 STOP = Stop(strings=("\n",), max_tokens=6)
@@ -106,8 +107,11 @@ def test_tight_cache_preempts_and_still_matches(reference, llama, tokenizer):
 
 
 def test_budget_in_bytes(llama, tokenizer):
-    engine = HFEngine(llama, tokenizer, cache_bytes=100 * HFEngine(llama, tokenizer).pool.bytes_per_slot())
+    bytes_per = HFEngine(llama, tokenizer).pool.bytes_per_slot()
+    engine = HFEngine(llama, tokenizer, cache_bytes=101 * bytes_per)  # 100 slots and the padding slot
     assert engine.pool.limit == 100
+    with pytest.raises(ReasonError, match="^cache_bytes:"):
+        HFEngine(llama, tokenizer, cache_bytes=bytes_per)
 
 
 def test_prune_and_release_free_kv(llama, tokenizer):
