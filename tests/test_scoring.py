@@ -62,13 +62,20 @@ def qwen(tmp_path_factory):
 
 def test_qwen_prm_matches_direct_computation_in_a_padded_batch(qwen):
     path, model, tok = qwen
-    prm = load_prm(f"qwen={path}", dtype="float32", device="cpu", batch_size=8)
+    prm = load_prm(f"qwen={path}", dtype="float32", device="cpu")
     out = prm.score_batch([(QUESTION, s) for s in SOLUTIONS])
+    assert prm.forwards == 1  # the three items fit one padded forward
     assert [len(s) for s in out.scores] == [3, 1, 2]
     for steps, got in zip(SOLUTIONS, out.scores):
         assert got == pytest.approx(direct_scores(model, tok, QUESTION, steps), abs=1e-5)
         assert all(0.0 <= x <= 1.0 for x in got)
     assert out.tokens > 0
+    # A token budget too small for two items: one forward each, longest first, scores in item order.
+    split = load_prm(f"qwen={path}", dtype="float32", device="cpu", batch_tokens=1)
+    again = split.score_batch([(QUESTION, s) for s in SOLUTIONS])
+    assert split.forwards == 3
+    for got, want in zip(again.scores, out.scores):
+        assert got == pytest.approx(want, abs=1e-5)
 
 
 def test_qwen_prm_remote_code_path(qwen, tmp_path):
