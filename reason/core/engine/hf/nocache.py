@@ -12,20 +12,19 @@ cached engine's, greedy or seeded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from reason.core.engine.hf.batch import Row
 from reason.core.engine.hf.engine import HFEngine
-from reason.core.engine.hf.kv import KVPool, NodeKV, NodeStore
+from reason.core.engine.hf.kv import NodeKV
 from reason.core.engine.hf.scheduler import (
-    DraftPlanner,
     Job,
     Plan,
     Scheduler,
     count_prefill,
 )
-from reason.core.ledger import Ledger
 
 
 @dataclass
@@ -37,19 +36,8 @@ class _PrivatePath:
 class NoPrefixCacheScheduler(Scheduler):
     """Scheduling where each job owns a private, freshly prefilled copy of its path's KV."""
 
-    def __init__(
-        self,
-        pool: KVPool,
-        store: NodeStore,
-        ledger: Ledger,
-        *,
-        max_running: int,
-        pack_siblings: bool = False,
-        draft_planner: DraftPlanner | None = None,
-    ) -> None:
-        super().__init__(
-            pool, store, ledger, max_running=max_running, pack_siblings=pack_siblings, draft_planner=draft_planner
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._private: dict[Job, _PrivatePath] = {}
 
     def plan_job(self, job: Job, restoring: set[NodeKV]) -> list[Plan]:
