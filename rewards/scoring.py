@@ -112,8 +112,8 @@ class NodeScorer:
                     if len(scores) != len(steps):
                         raise ReasonError("prm", f"returned {len(scores)} scores for {len(steps)} steps", "check the PRM adapter")
                     n.extra[key] = [float(x) for x in scores]
-                for n, donor in serve.items():
-                    n.extra[key] = donor.extra[key][: len(self.steps_of(tree, n))]
+                for n, (donor, count) in serve.items():
+                    n.extra[key] = donor.extra[key][:count]
                 if send:
                     tree.ledger.prm_calls += len(send)
                     tree.ledger.prm_tokens += round(result.tokens * len(send) / len(items))
@@ -133,14 +133,16 @@ class NodeScorer:
         self.score(tree, [node])
         return list(node.extra[self._steps_key])
 
-    def _plan(self, tree: Tree, nodes: list[Node], key: str) -> tuple[dict[Node, list[str]], dict[Node, Node]]:
-        """The nodes to send with their steps, and the nodes served by a sent node's scores."""
+    def _plan(self, tree: Tree, nodes: list[Node],
+              key: str) -> tuple[dict[Node, list[str]], dict[Node, tuple[Node, int]]]:
+        """The nodes to send with their steps, and the nodes served by a sent node's scores (the
+        donor and how many of its step scores are theirs)."""
         steps = {n: self.steps_of(tree, n) for n in nodes}
         for n in nodes:
             if not steps[n]:
                 n.extra[key] = []  # nothing to score yet (only whitespace below the prompt)
         pending = [n for n in nodes if steps[n]]
-        serve: dict[Node, Node] = {}
+        serve: dict[Node, tuple[Node, int]] = {}
         if self.prm.incremental and self.aggregation != "model":
             # Longest first: a node whose steps are a prefix of a longer request reads its scores
             # from that request's item.
@@ -151,7 +153,7 @@ class NodeScorer:
                 if donor is None:
                     sent.append(n)
                 else:
-                    serve[n] = donor
+                    serve[n] = (donor, len(steps[n]))
             pending = sent
         return {n: steps[n] for n in pending}, serve
 
