@@ -19,10 +19,7 @@ first: answer, EOS, length, depth, repetition) are re-branched from a segment bo
 (``fallback="random"``) or the start of the segment holding the path's least likely token
 (``"min_logprob"``).
 
-Leaves carry tree-based segment-level advantages: for leaf ``i`` and depth ``d``, ``G_d(i)`` is the
-set of leaves sharing ``i``'s first ``d`` segments, ``A_{i,d} = R_i - mean(R_j for j in G_d(i))``
-(counted at ``d = 0`` and wherever ``|G_d(i)| > 1``), aggregated as
-``sum_d A_{i,d} |G_d(i)| / sum_d |G_d(i)|`` (``"group_size"``) or ``mean_d A_{i,d}`` (``"average"``).
+Leaves carry TreePO's tree-based segment-level advantages (:func:`search.records.tree_advantages`).
 In :func:`treepo` (inference) the reward is the PRM score when a PRM is given, else agreement with
 the majority answer; :func:`rollout` (RL) takes rewards from a verifier or a reward function.
 
