@@ -39,10 +39,18 @@ class BestOfNOptions(SampleOptions):
 
 def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float | None], chosen: int,
            extract: Callable[[str], str | None], **info: object) -> SearchResult:
-    """Build the result from candidate leaves (``chosen`` indexes the pick)."""
+    """Build the result from candidate leaves (``chosen`` indexes the pick in ``nodes``). A node
+    may appear several times in ``nodes`` (a merged node standing for several samples, a particle
+    with copies): it becomes one candidate whose ``count`` is how many times it appears."""
     tree = ctx.tree
-    cands = [Candidate(text=tree.text(n), answer=extract(tree.text(n)), score=s, node_id=n.id) for n, s in zip(nodes, scores)]
-    pick = cands[chosen] if cands else None
+    counts: dict[Node, int] = {}
+    first: dict[Node, float | None] = {}
+    for n, s in zip(nodes, scores):
+        counts[n] = counts.get(n, 0) + 1
+        first.setdefault(n, s)
+    cands = [Candidate(text=tree.text(n), answer=extract(tree.text(n)), score=first[n], node_id=n.id, count=c)
+             for n, c in counts.items()]
+    pick = cands[list(counts).index(nodes[chosen])] if cands else None
     return SearchResult(
         strategy=name,
         answer=pick.answer if pick else None,
@@ -58,27 +66,28 @@ def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float 
 async def greedy(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None],
                  final: Stop) -> SearchResult:
     """One solution at temperature 0."""
-    [node] = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=0.0))
-    return finish(ctx, "greedy", [node], [None], 0, extract)
+    nodes = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=0.0))
+    return finish(ctx, "greedy", nodes, [None] * len(nodes), 0, extract)
 
 
 @strategies.register("sample", options=SampleOptions)
 async def sample(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                  temperature: float = 0.8) -> SearchResult:
     """One sampled solution."""
-    [node] = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=temperature))
-    return finish(ctx, "sample", [node], [None], 0, extract)
+    nodes = await ctx.expand(ctx.tree.root, 1, final, Sampling(temperature=temperature))
+    return finish(ctx, "sample", nodes, [None] * len(nodes), 0, extract)
 
 
 @strategies.register("best_of_n", options=BestOfNOptions)
 async def best_of_n(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                     temperature: float = 0.8, select: Selection = "prm") -> SearchResult:
-    """``budget.n`` sampled solutions; the answer by PRM score, majority or PRM-weighted vote."""
+    """``budget.n`` sampled solutions; the answer by PRM score, majority or PRM-weighted vote (a
+    solution sampled ``k`` times counts ``k`` times in a vote; it is scored once)."""
     if select != "majority" and ctx.prm is None:
         raise ReasonError("prm", f"best_of_n with select={select!r} needs a PRM", "pass --prm or use select=majority")
-    cap = budget.max_tokens
-    stop = final if cap is None else final.model_copy(update={"max_tokens": min(final.max_tokens or cap, cap)})
-    nodes = await ctx.expand(ctx.tree.root, budget.n, stop, Sampling(temperature=temperature))
+    nodes = await ctx.expand(ctx.tree.root, budget.n, final, Sampling(temperature=temperature))
+    if not nodes:
+        return finish(ctx, "best_of_n", [], [], 0, extract)
     scores: list[float | None] = list(await ctx.score(nodes)) if select != "majority" else [None] * len(nodes)
     answers = [extract(ctx.tree.text(n)) for n in nodes]
     return finish(ctx, "best_of_n", nodes, scores, choose(answers, scores, select), extract)

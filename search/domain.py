@@ -4,7 +4,7 @@ strategies only see this contract."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,8 @@ class Problem(BaseModel):
 @dataclass(frozen=True)
 class Domain:
     """A suite's conventions: how a problem statement becomes a :class:`Problem` (validating it),
-    the step delimiter, and how the final answer is read out of a solution."""
+    the step delimiter, how the final answer is read out of a solution, and optionally which step
+    texts are one state (``state_key``)."""
 
     name: str
     delimiter: str
@@ -35,3 +36,6 @@ class Domain:
     segment_tokens: int = 512  # TreePO's segment length for this suite's solutions
     answer_complete: Callable[[str], bool] | None = None  # a full final answer is in the text
     verifier: str = "exact"  # the outcome verifier (rewards.verifiers name) that grades answers
+    # Steps whose texts have the same key are one state (merged like identical token ids); None
+    # merges identical token ids only.
+    state_key: Callable[[str], Hashable] | None = None

@@ -11,12 +11,14 @@ from reason.core.tree import Tree
 
 
 class Candidate(BaseModel):
-    """A finished solution the strategy considered: its text, extracted answer, score and node."""
+    """A finished solution the strategy considered: its text, extracted answer, score, node, and
+    ``count``: how many samples (or particles) it stands for, counted in votes and rollouts."""
 
     text: str
     answer: str | None
     score: float | None = None
     node_id: int
+    count: int = 1
 
 
 class SearchResult(BaseModel):

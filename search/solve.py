@@ -18,13 +18,17 @@ from search.options import StrategyOptions
 from search.result import SearchResult
 
 
-def make_budget(budget: int | Budget) -> Budget:
-    """A :class:`Budget` from an int (``n``) or a Budget; ``n < 1`` is a one-line error."""
+def make_budget(budget: int | Budget, tokens: int | None = None) -> Budget:
+    """A :class:`Budget` from an int (``n``) or a Budget, with ``tokens`` (generated tokens per
+    problem) as its token cap when given; ``n < 1`` or ``tokens < 1`` is a one-line error."""
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise ReasonError("budget-tokens", f"must be a positive number of tokens (got {tokens!r})",
+                          "use e.g. --budget-tokens 2000")
     if isinstance(budget, Budget):
-        return budget
-    if not isinstance(budget, int) or budget < 1:
+        return budget if tokens is None else budget.model_copy(update={"max_tokens": tokens})
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ReasonError("budget", f"must be a positive number of solutions (got {budget!r})", "use e.g. --budget 16")
-    return Budget(n=budget)
+    return Budget(n=budget, max_tokens=tokens)
 
 
 def strategy_options(name: str) -> list[str]:
@@ -48,8 +52,11 @@ def solve_problems(
     domain: Domain,
     strategy: str = "best_of_n",
     budget: int | Budget = 16,
+    budget_tokens: int | None = None,
     prm: Any = None,
     value: Any = None,
+    aggregation: str = "last",
+    merge: bool = True,
     seeds: Sequence[int] | None = None,
     prompts: Sequence[Any] | None = None,
     max_tokens: int = 1024,
@@ -59,7 +66,12 @@ def solve_problems(
 ) -> list[SearchResult]:
     """Run ``strategy`` on every problem concurrently over one engine.
 
-    ``prm`` / ``value`` are loaded scorers (``rewards.catalog.load_prm`` / ``load_value``) or None.
+    ``prm`` / ``value`` are loaded scorers (``rewards.catalog.load_prm`` / ``load_value``) or None;
+    ``aggregation`` is how the PRM's step scores make one score (``last``, ``min``, ``prod``,
+    ``mean``, or ``model``: the PRM scores the whole solution as one step). ``budget_tokens`` caps
+    the tokens generated per problem (the budget's ``max_tokens``): every strategy stops within it
+    and returns its best answer so far. ``merge=False`` keeps identical siblings apart (only to
+    measure what merging saves); the domain's ``state_key`` merges states that differ only in form.
     ``prompts`` (text, chat messages or token ids, one per problem) default to the question as a
     user message when the tokenizer has a chat template, else the problem's prompt. ``seeds`` default
     to 0, 1, 2, .... ``on_result(i, result)`` is called as each problem finishes, so a caller can
@@ -73,9 +85,9 @@ def solve_problems(
     hints = {"delimiter": domain.delimiter, "segment_tokens": domain.segment_tokens,
              "answer_complete": domain.answer_complete, "temperature": temperature}
     options = check_options(strategy, params, {k: v for k, v in hints.items() if v is not None}).values()
-    plan = make_budget(budget)
+    plan = make_budget(budget, budget_tokens)
     runner = Runner(engine)
-    prm_scorer = NodeScorer(prm, delimiter=domain.delimiter) if prm is not None else None
+    prm_scorer = NodeScorer(prm, delimiter=domain.delimiter, aggregation=aggregation) if prm is not None else None
     valuer = NodeValuer(value) if value is not None else None
     if prompts is None:
         chat = engine.has_chat_template()
@@ -83,7 +95,8 @@ def solve_problems(
     seeds = list(range(len(problems))) if seeds is None else list(seeds)
     contexts = [
         runner.context(prompt, seed=s, meta={"question": p.question, "id": p.id, "answer": p.answer},
-                       prm=prm_scorer, value=valuer)
+                       prm=prm_scorer, value=valuer, merge=merge, state_key=domain.state_key,
+                       token_budget=plan.max_tokens)
         for p, prompt, s in zip(problems, prompts, seeds)
     ]
     final = Stop(max_tokens=max_tokens)

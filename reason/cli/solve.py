@@ -84,11 +84,14 @@ def solve(
 
 
 def _render_tree(tree: Any):
-    """A rich Tree of the search tree: each node's text (one line) with its finish reason and scores."""
+    """A rich Tree of the search tree: each node's text (one line) with its multiplicity (``x3``: three
+    samples gave this node), finish reason and scores."""
     def label(node: Any) -> str:
         text = node.text.strip().replace("\n", " | ") or "(prompt)"
         scores = " ".join(f"{k}={v:.2f}" for k, v in node.scores.items())
-        return f"[{node.id}] {text[:80]}" + (f"  ({node.finish_reason})" if node.finish_reason else "") + (f"  {scores}" if scores else "")
+        times = f" x{node.count}" if node.count > 1 else ""
+        return (f"[{node.id}]{times} {text[:80]}" + (f"  ({node.finish_reason})" if node.finish_reason else "")
+                + (f"  {scores}" if scores else ""))
 
     root = RichTree(label(tree.root))
     stack = [(tree.root, root)]

@@ -22,7 +22,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from typing import Any, TypeVar
 
 from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
@@ -37,7 +37,14 @@ T = TypeVar("T")
 class SearchContext:
     """One problem's handle for a strategy: its tree, the engine (through the runner) and a seeded
     random stream. Every random choice a strategy makes should come from :attr:`rng` or
-    :meth:`next_seed`, so the same seed gives the same tree."""
+    :meth:`next_seed`, so the same seed gives the same tree.
+
+    The tree never pays twice for one state: :meth:`expand` merges every new child into an older
+    sibling holding the same tokens (:meth:`~reason.core.tree.Tree.merge`), or the same
+    ``state_key(text)`` when the domain declares one; ``merge=False`` keeps duplicates (to measure
+    what merging saves). ``token_budget`` caps the tokens generated for this tree: each request's
+    samples are capped to their share of what is left, and a request that cannot get one token
+    per sample returns no children."""
 
     def __init__(
         self,
@@ -47,6 +54,9 @@ class SearchContext:
         *,
         prm: PRMScorer | None = None,
         value: ValueScorer | None = None,
+        merge: bool = True,
+        state_key: Callable[[str], Hashable] | None = None,
+        token_budget: int | None = None,
     ) -> None:
         self.runner = runner
         self.tree = tree
@@ -54,6 +64,10 @@ class SearchContext:
         self.rng = random.Random(seed)
         self.prm = prm
         self.value = value
+        self.merge = merge
+        self.state_key = state_key
+        self.token_budget = token_budget
+        self._reserved = 0  # tokens promised to requests in flight
         self._seeds = 0
         self._t0 = time.perf_counter()
 
@@ -79,16 +93,45 @@ class SearchContext:
         sampling: Sampling | None = None,
         first: int | None = None,
     ) -> list[Node]:
-        """Give ``node`` ``n`` children (see :class:`~reason.core.engine.base.ExpandRequest`; ``first``
-        returns as soon as that many are done). A sampling without a seed gets the next seed of
-        this context."""
+        """Sample ``n`` children of ``node`` (see :class:`~reason.core.engine.base.ExpandRequest`;
+        ``first`` returns as soon as that many are done). Returns one entry per sample, in id order:
+        a sample identical to a sibling (older, or earlier in this request) is merged into it, so
+        its entry is that sibling, whose :attr:`~reason.core.tree.Node.count` grew by one; use
+        ``dict.fromkeys(children)`` for the distinct states. Returns ``[]`` when the token budget
+        cannot give every sample one token. A sampling without a seed gets the next seed of this
+        context."""
+        stop = stop or Stop()
+        reserved = 0
+        if self.token_budget is not None:
+            left = self.token_budget - self.tree.ledger.generated_tokens - self._reserved
+            share = left // n
+            if share < 1:
+                return []
+            if stop.max_tokens is None or stop.max_tokens > share:
+                stop = stop.model_copy(update={"max_tokens": share})
+            reserved = n * (stop.max_tokens or share)
+            self._reserved += reserved
         sampling = sampling or Sampling()
         if sampling.seed is None:
             sampling = sampling.model_copy(update={"seed": self.next_seed()})
-        request = ExpandRequest(self.tree, node, n, stop or Stop(), sampling, first)
-        children = await self.runner.submit(request)
+        request = ExpandRequest(self.tree, node, n, stop, sampling, first)
+        try:
+            children = await self.runner.submit(request)
+        finally:
+            self._reserved -= reserved
         self.tree.ledger.wall_seconds = time.perf_counter() - self._t0
+        children = sorted(children, key=lambda c: c.id)
+        if self.merge:
+            key = None if self.state_key is None else (lambda c, f=self.state_key: f(c.text))
+            children = self.tree.merge(children, key)
         return children
+
+    @property
+    def tokens_left(self) -> int | None:
+        """Tokens this tree may still generate under the token budget (None without one)."""
+        if self.token_budget is None:
+            return None
+        return max(0, self.token_budget - self.tree.ledger.generated_tokens - self._reserved)
 
     async def score(self, nodes: Sequence[Node]) -> list[float]:
         """The PRM's aggregated scores of ``nodes`` (cached per node; charged to the tree's ledger),
@@ -129,13 +172,14 @@ class Runner:
         tree: Tree | None = None,
         seed: int = 0,
         meta: dict[str, Any] | None = None,
-        **scorers: Any,
+        **options: Any,
     ) -> SearchContext:
         """A context over a new tree for ``prompt`` (text, chat messages or token ids), or over
-        ``tree``; ``scorers`` are ``prm=`` / ``value=`` node scorers."""
+        ``tree``; ``options`` are :class:`SearchContext`'s (``prm=`` / ``value=`` node scorers,
+        ``merge``, ``state_key``, ``token_budget``)."""
         if tree is None:
             tree = self.engine.new_tree(prompt, meta=meta)
-        return SearchContext(self, tree, seed, **scorers)
+        return SearchContext(self, tree, seed, **options)
 
     def submit(self, request: ExpandRequest) -> asyncio.Future[list[Node]]:
         """Queue ``request`` with the engine; the future resolves to its children."""

@@ -13,7 +13,10 @@ class Ledger(BaseModel):
     """Counters of the work spent on one problem (or, summed, on a run).
 
     * ``prompt_tokens``: tokens of the prompts (each problem's root).
-    * ``unique_tree_tokens``: tokens held by all nodes ever created, the prompt included.
+    * ``unique_tree_tokens``: tokens held by all nodes ever created, the prompt included, less those
+      of nodes merged into an identical sibling.
+    * ``merged_tokens``: generated tokens that repeated a state the tree already held (a sample
+      identical to a sibling), folded into that sibling; they are in ``generated_tokens`` too.
     * ``prefill_tokens``: tokens fed to the policy that were neither just sampled nor drafted: the
       first prompt pass plus every recomputation of an evicted or uncached prefix.
     * ``generated_tokens``: tokens sampled into nodes.
@@ -32,6 +35,7 @@ class Ledger(BaseModel):
 
     prompt_tokens: int = 0
     unique_tree_tokens: int = 0
+    merged_tokens: int = 0
     prefill_tokens: int = 0
     generated_tokens: int = 0
     forward_passes: int = 0

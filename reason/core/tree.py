@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -39,7 +39,11 @@ class Node:
     """One node of a :class:`Tree`: the tokens it appended to its parent's path.
 
     ``logprobs[i]`` is the policy's log-probability (temperature 1, before any filtering) of
-    ``token_ids[i]``; the root's are empty. ``finish_reason`` says why generation of this node
+    ``token_ids[i]``; the root's are empty. ``sampling_logprobs[i]`` is the same token's
+    log-probability under the distribution it was drawn from (temperature, top-k and top-p
+    applied; 0 for a greedy pick), empty when the engine does not report it. ``count`` is the
+    node's multiplicity: how many samples produced exactly this node (identical siblings are merged
+    into one, see :meth:`Tree.merge`). ``finish_reason`` says why generation of this node
     stopped (a :data:`FinishReason`); ``None`` for the root and for nodes made by hand; ask
     :attr:`finished` whether the path ends here. ``scores`` holds scorer outputs by scorer name and
     ``extra`` holds small strategy state; both are saved with the tree.
@@ -55,6 +59,8 @@ class Node:
     finish_reason: FinishReason | None = None
     scores: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    count: int = 1
+    sampling_logprobs: list[float] = field(default_factory=list)
 
     @property
     def is_root(self) -> bool:
@@ -81,6 +87,8 @@ class Node:
             "token_ids": list(self.token_ids),
             "text": self.text,
             "logprobs": list(self.logprobs),
+            "sampling_logprobs": list(self.sampling_logprobs),
+            "count": self.count,
             "depth": self.depth,
             "finish_reason": self.finish_reason,
             "scores": dict(self.scores),
@@ -123,6 +131,7 @@ class Tree:
         logprobs: list[float],
         finish_reason: FinishReason | None,
         node_id: int | None = None,
+        sampling_logprobs: list[float] | None = None,
     ) -> Node:
         nid = next(self._ids) if node_id is None else node_id
         node = Node(
@@ -133,6 +142,7 @@ class Tree:
             parent=parent,
             depth=0 if parent is None else parent.depth + 1,
             finish_reason=finish_reason,
+            sampling_logprobs=list(sampling_logprobs or []),
         )
         if nid in self._nodes:
             raise ReasonError("node_id", f"{nid} is taken", "reserve ids with reserve_ids()")
@@ -154,16 +164,64 @@ class Tree:
         logprobs: list[float] | None = None,
         finish_reason: FinishReason | None = None,
         node_id: int | None = None,
+        sampling_logprobs: list[float] | None = None,
     ) -> Node:
         """Append a child of ``parent`` holding ``token_ids`` (engines call this; so may strategies
-        that force text). ``node_id`` must come from :meth:`reserve_ids` when given."""
+        that force text). ``node_id`` must come from :meth:`reserve_ids` when given. Identical
+        siblings are allowed here; :meth:`merge` folds them together."""
         if self._nodes.get(parent.id) is not parent:
             raise ReasonError("parent", "is not a live node of this tree", "expand a node of this tree")
         if not token_ids:
             raise ReasonError("token_ids", "is empty", "a child must append at least one token")
         if logprobs is not None and len(logprobs) != len(token_ids):
             raise ReasonError("logprobs", "length differs from token_ids", "give one logprob per token")
-        return self._make(parent, list(token_ids), text, list(logprobs or []), finish_reason, node_id)
+        if sampling_logprobs and len(sampling_logprobs) != len(token_ids):
+            raise ReasonError("sampling_logprobs", "length differs from token_ids", "give one logprob per token")
+        return self._make(parent, list(token_ids), text, list(logprobs or []), finish_reason, node_id,
+                          sampling_logprobs)
+
+    def merge(self, nodes: Sequence[Node], key: Callable[[Node], Hashable] | None = None) -> list[Node]:
+        """Fold each of ``nodes`` into an older sibling holding the same state, if there is one.
+
+        Two siblings hold the same state when their token ids are equal, or, with ``key``, when
+        ``key(node)`` is equal (a domain's state key, e.g. text with whitespace normalised). The
+        older sibling (lower id) survives: its :attr:`Node.count` grows by the newcomer's, and the
+        newcomer is pruned (engines free its cached state). The ledger moves the newcomer's tokens
+        from ``unique_tree_tokens`` to ``merged_tokens``; ``generated_tokens`` keeps counting them,
+        since they were generated. Returns, for each of ``nodes`` in order, the node that now
+        stands for it (itself or the survivor), so a request for ``n`` samples still reads as
+        ``n`` entries."""
+        states: dict[int, Hashable] = {}
+
+        def state(node: Node) -> Hashable:
+            if node.id not in states:
+                states[node.id] = tuple(node.token_ids) if key is None else key(node)
+            return states[node.id]
+
+        out: dict[int, Node] = {}
+        for node in sorted(dict.fromkeys(nodes), key=lambda n: n.id):
+            out[node.id] = node
+            if node not in self or node.parent is None:
+                continue
+            # Children are kept in id order, so the first match is the oldest.
+            survivor = next(sib for sib in node.parent.children if sib is node or state(sib) == state(node))
+            if survivor is node:
+                continue
+            survivor.count += node.count
+            tokens = sum(len(n.token_ids) for n in self._subtree(node))
+            self.prune(node)
+            self.ledger.unique_tree_tokens -= tokens
+            self.ledger.merged_tokens += tokens
+            out[node.id] = survivor
+        return [out[n.id] for n in nodes]
+
+    def _subtree(self, node: Node) -> list[Node]:
+        out, stack = [], [node]
+        while stack:
+            cur = stack.pop()
+            out.append(cur)
+            stack.extend(cur.children)
+        return out
 
     def reserve_ids(self, n: int) -> list[int]:
         """``n`` fresh node ids. Engines reserve ids when a request is submitted, so ids follow
@@ -265,9 +323,9 @@ class Tree:
         by_id: dict[int, Node] = {}
         for rec in nodes:
             parent = None if rec["parent"] is None else by_id[rec["parent"]]
-            node = tree._make(
-                parent, rec["token_ids"], rec["text"], rec["logprobs"], rec["finish_reason"], node_id=rec["id"]
-            )
+            node = tree._make(parent, rec["token_ids"], rec["text"], rec["logprobs"], rec["finish_reason"],
+                              node_id=rec["id"], sampling_logprobs=rec.get("sampling_logprobs"))
+            node.count = int(rec.get("count", 1))
             node.scores = dict(rec.get("scores", {}))
             node.extra = dict(rec.get("extra", {}))
             by_id[node.id] = node
