@@ -82,15 +82,36 @@ async def sample(ctx: SearchContext, budget: Budget, *, extract: Callable[[str],
 async def best_of_n(ctx: SearchContext, budget: Budget, *, extract: Callable[[str], str | None], final: Stop,
                     temperature: float = 0.8, select: Selection = "prm") -> SearchResult:
     """``budget.n`` sampled solutions; the answer by PRM score, majority or PRM-weighted vote (a
-    solution sampled ``k`` times counts ``k`` times in a vote; it is scored once)."""
+    solution sampled ``k`` times counts ``k`` times in a vote; it is scored once). Under a token
+    budget the samples are drawn in waves sized by the mean length so far, so few are cut short."""
     if select != "majority" and ctx.prm is None:
         raise ReasonError("prm", f"best_of_n with select={select!r} needs a PRM", "pass --prm or use select=majority")
-    nodes = await ctx.expand(ctx.tree.root, budget.n, final, Sampling(temperature=temperature))
+    sampling = Sampling(temperature=temperature)
+    if ctx.token_budget is None:
+        nodes = await ctx.expand(ctx.tree.root, budget.n, final, sampling)
+    else:
+        nodes = await sample_within_budget(ctx, budget.n, final, sampling)
     if not nodes:
         return finish(ctx, "best_of_n", [], [], 0, extract)
     scores: list[float | None] = list(await ctx.score(nodes)) if select != "majority" else [None] * len(nodes)
     answers = [extract(ctx.tree.text(n)) for n in nodes]
     return finish(ctx, "best_of_n", nodes, scores, choose(answers, scores, select), extract)
+
+
+async def sample_within_budget(ctx: SearchContext, n: int, stop: Stop, sampling: Sampling) -> list[Node]:
+    """Up to ``n`` solutions from the root within the context's token budget: one first, then waves
+    of as many as the tokens left allow at the mean length so far."""
+    nodes: list[Node] = []
+    wave = 1
+    while wave > 0:
+        before = ctx.tree.ledger.generated_tokens
+        got = await ctx.expand(ctx.tree.root, wave, stop, sampling)
+        if not got:
+            break
+        nodes += got
+        mean = max(1.0, (ctx.tree.ledger.generated_tokens - before) / len(got))
+        wave = min(n - len(nodes), int((ctx.tokens_left or 0) // mean))
+    return nodes
 
 
 def choose(answers: list[str | None], scores: list[float | None], select: Selection) -> int:

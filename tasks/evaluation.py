@@ -42,24 +42,38 @@ class EvalConfig(BaseModel):
     data: str | None = None
     levels: list[int] | None = None
     subjects: list[str] | None = None
+    aggregation: str = "last"
+    budget_tokens: int | None = None
 
     def digest(self) -> str:
-        """A short stable hash of the config."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        """A short stable hash of the config (fields added later count only when set, so files of
+        earlier runs still resume)."""
+        fields = self.model_dump(mode="json")
+        for key, default in (("aggregation", "last"), ("budget_tokens", None)):
+            if fields[key] == default:
+                del fields[key]
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
         """The strategy with its options, for tables and plot legends."""
-        opts = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        shown = dict(self.options)
+        if self.aggregation != "last":
+            shown["aggregation"] = self.aggregation
+        if self.budget_tokens is not None:
+            shown["budget_tokens"] = self.budget_tokens
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
         return f"{self.strategy} ({opts})" if opts else self.strategy
 
 
 class CandidateRecord(BaseModel):
-    """One candidate of a search: its extracted answer, score and correctness."""
+    """One candidate of a search: its extracted answer, score, correctness and how many samples it
+    stands for (identical samples are one merged candidate)."""
 
     answer: str | None
     score: float | None
     correct: bool
+    count: int = 1
 
 
 class EvalRecord(BaseModel):
@@ -184,7 +198,7 @@ def evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budge
                                prm=prm, value=value, seeds=[problem_seed(config.seed, p.id) for _, p in chunk],
                                prompts=None if prompt_of is None else [prompt_of[i] for i, _ in chunk],
                                max_tokens=config.max_tokens, on_result=keep, temperature=config.temperature,
-                               **config.options)
+                               aggregation=config.aggregation, budget_tokens=config.budget_tokens, **config.options)
     finally:
         if sink is not None:
             sink.close()
@@ -195,7 +209,8 @@ def _record(result: Any, problem: Problem, index: int, budget: int, config: Eval
             verifier: Any) -> EvalRecord:
     texts = [c.text for c in result.candidates]
     right = grade(verifier, problem, texts + [result.text])
-    cands = [CandidateRecord(answer=c.answer, score=c.score, correct=ok) for c, ok in zip(result.candidates, right)]
+    cands = [CandidateRecord(answer=c.answer, score=c.score, correct=ok, count=c.count)
+             for c, ok in zip(result.candidates, right)]
     ledger = result.ledger.model_dump(mode="json")
     return EvalRecord(id=problem.id, index=index, budget=budget, label=config.label(), answer=result.answer,
                       gold=problem.answer, correct=right[-1], candidates=cands, ledger=ledger,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,11 @@ from reason.core.errors import ReasonError
 from rewards.graders import extract_boxed
 from search.domain import Domain, Problem
 from tasks.registry import Task, tasks
+from tasks.suite_files import SuiteProblems, read_jsonl
 
 DATA = Path(__file__).parent / "data"
 HUB = {"math500": ("HuggingFaceH4/MATH-500", "test"), "aime24": ("HuggingFaceH4/aime_2024", "train"),
        "aime25": ("math-ai/aime25", "test")}
-
-
-class SuiteProblems(list):
-    """The problems of a suite (a list), with ``skipped``: one note per malformed row."""
-
-    def __init__(self, problems: Iterable[Problem] = (), skipped: list[str] | None = None) -> None:
-        super().__init__(problems)
-        self.skipped: list[str] = skipped or []
 
 
 def normalise(row: dict[str, Any], suite: str, position: int) -> Problem:
@@ -56,23 +48,6 @@ def normalise(row: dict[str, Any], suite: str, position: int) -> Problem:
     meta = {"suite": suite, "level": level, "subject": row.get("subject", row.get("type")), "solution": row.get("solution")}
     return Problem(id=str(ident) if ident is not None else f"{suite}-{position}", question=problem, answer=answer,
                    prompt=problem, step_delimiter="\n\n", meta=meta)
-
-
-def read_jsonl(path: Path, suite: str) -> SuiteProblems:
-    """Every well-formed row of ``path``; malformed ones are noted (``path:line: why``) and skipped."""
-    if not path.exists():
-        raise ReasonError("data", f"{path} does not exist", "give a JSONL file in the MATH-500 schema")
-    out = SuiteProblems()
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(normalise(json.loads(line), suite, len(out) + len(out.skipped)))
-            except (ValueError, json.JSONDecodeError) as exc:
-                why = "invalid JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
-                out.skipped.append(f"{path}:{number}: {why}")
-    return out
 
 
 def read_hub(suite: str) -> SuiteProblems:
@@ -104,7 +79,8 @@ def load(suite: str, arg: str | None = None, *, limit: int | None = None, levels
         raise ReasonError("limit", f"must be at least 1 (got {limit})", "drop --limit or give a positive number")
     if data is not None and hub:
         raise ReasonError("data", "both a local file and the hub were asked for", "give --data or --hub, not both")
-    found = read_hub(suite) if hub else read_jsonl(Path(data) if data else DATA / suite / "test.jsonl", suite)
+    path = Path(data) if data else DATA / suite / "test.jsonl"
+    found = read_hub(suite) if hub else read_jsonl(path, lambda row, position: normalise(row, suite, position))
     keep = [p for p in found if (levels is None or p.meta.get("level") in levels)
             and (subjects is None or p.meta.get("subject") in subjects)]
     if subjects is not None and not keep:

@@ -25,6 +25,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def samples(candidates: Sequence[Any]) -> list[Any]:
+    """The candidates with each repeated by its ``count`` (how many samples it stands for: the tree
+    merges identical samples into one candidate), so votes and subsamples count every sample."""
+    return [c for c in candidates for _ in range(max(1, int(getattr(c, "count", 1) or 1)))]
+
+
 def vote(candidates: Sequence[Any], weighted: bool) -> bool:
     """Whether the answer with the most votes (summed scores when ``weighted``) is correct; ties go
     to the answer seen first; candidates without an answer do not vote."""
@@ -76,13 +82,15 @@ def at_k(records: Sequence[Any], k: int, draws: int = 32, seed: int = 0,
     rng = random.Random(seed)
     maj = wtd = hit = 0.0
     for r in records:
-        cands = list(r.candidates)
+        cands = samples(r.candidates)
         n = len(cands)
         if n == 0:
             continue
         kk = min(k, n)
         hit += pass_at_k(n, sum(bool(c.correct) for c in cands), kk)
         g = groups(r) if groups is not None else None
+        if g is not None:
+            g = [gid for c, gid in zip(r.candidates, g) for _ in range(max(1, int(getattr(c, "count", 1) or 1)))]
         reps = 1 if kk == n else draws
         for _ in range(reps):
             pick = cands if kk == n else subsample(cands, kk, rng, g)
@@ -119,7 +127,7 @@ def summarize(records: Sequence[Any], seed: int = 0) -> list[dict[str, Any]]:
     rows = []
     for budget, group in by_budget(records).items():
         acc = [float(r.correct) for r in group]
-        n = max((len(r.candidates) for r in group), default=1)
+        n = max((len(samples(r.candidates)) for r in group), default=1)
         full = at_k(group, n, seed=seed)
         rows.append({
             "budget": budget,
@@ -137,7 +145,7 @@ def curves(records: Sequence[Any], seed: int = 0) -> dict[int, dict[int, dict[st
     """For each budget, majority/weighted/pass at k = 1, 2, 4, ... up to the candidate count."""
     out: dict[int, dict[int, dict[str, float]]] = {}
     for budget, group in by_budget(records).items():
-        n = max((len(r.candidates) for r in group), default=1)
+        n = max((len(samples(r.candidates)) for r in group), default=1)
         out[budget] = {k: at_k(group, k, seed=seed) for k in ks_up_to(n)}
     return out
 

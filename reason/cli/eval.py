@@ -19,6 +19,7 @@ from reason.cli.app import friendly, main
 from reason.cli.options import build_engine, engine_options, load_scorers, parse_options
 from reason.core.errors import ReasonError
 from rewards import verifiers
+from rewards.scoring import AGGREGATIONS
 from search import strategies
 from search.solve import check_options
 from tasks.evaluation import (
@@ -51,6 +52,10 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @engine_options
 @click.option("--prm", "prm_spec", default=None, help="NAME[=PATH_OR_ID] or 'none' (default: arith for arith suites, else none).")
 @click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
+@click.option("--aggregation", default="last", show_default=True, type=click.Choice(AGGREGATIONS),
+              help="How the PRM's step scores make one score (model: the whole solution as one step).")
+@click.option("--budget-tokens", type=int, default=None,
+              help="Cap on generated tokens per problem at every budget (compute-matched runs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
 @click.option("--max-tokens", type=int, default=1024, show_default=True, help="Cap on each solution's tokens.")
@@ -58,7 +63,8 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @click.option("--limit", type=int, default=None, help="Only the first N problems (after filters).")
 @click.option("--levels", default=None, help="Comma-separated levels to keep.")
 @click.option("--subjects", default=None, help="Comma-separated subjects to keep (math500).")
-@click.option("--data", default=None, type=click.Path(), help="A local JSONL file in the MATH-500 schema.")
+@click.option("--data", default=None, type=click.Path(),
+              help="A local JSONL file in the MATH-500 schema (problem, answer, optional unique_id, level); also for arith.")
 @click.option("--hub", is_flag=True, help="Read the suite from the HF hub (needs internet and `datasets`).")
 @click.option("--prompt-template", default=None, help="A template name, or text with {problem}.")
 @click.option("--shard", default=None, help="i/n: run the problems at positions i mod n (i from 0).")
@@ -67,8 +73,8 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @click.option("--merge", is_flag=True, help="Join the shard files given as arguments into --out, then summarise.")
 @friendly
 def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budgets: str, model: str, backend: str,
-                 dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any], prm_spec: str | None, value_spec: str | None,
-                 seed: int, temperature: float, max_tokens: int, options: tuple[str, ...], limit: int | None,
+                 dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
+                 prm_spec: str | None, value_spec: str | None, aggregation: str, budget_tokens: int | None, seed: int, temperature: float, max_tokens: int, options: tuple[str, ...], limit: int | None,
                  levels: str | None, subjects: str | None, data: str | None, hub: bool, prompt_template: str | None,
                  shard: str | None, out: str | None, batch_size: int, merge: bool) -> None:
     """Evaluate a strategy on a suite at several budgets: one record per problem and budget."""
@@ -92,13 +98,16 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
         raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
     name = suite.partition(":")[0]
     domain = get_domain(name)
-    filters: dict[str, Any] = {"limit": limit}
+    filters: dict[str, Any] = {"limit": limit, "data": data}
     if name != "arith":
-        filters.update(levels=_int_list(levels, "levels"), data=data, hub=hub,
+        filters.update(levels=_int_list(levels, "levels"), hub=hub,
                        subjects=[s.strip() for s in subjects.split(",")] if subjects else None)
-    elif levels or subjects or data or hub:
-        raise ReasonError("suite", "arith takes its levels in the name, and no --subjects/--data/--hub",
-                          "write e.g. --suite arith:3 or arith:1,2")
+    elif levels or subjects or hub:
+        raise ReasonError("suite", "arith takes its levels in the name, and no --subjects/--hub",
+                          "write e.g. --suite arith:3 or arith:1,2 (with --data FILE for your own problems)")
+    if budget_tokens is not None and budget_tokens < 1:
+        raise ReasonError("budget-tokens", f"must be a positive number of tokens (got {budget_tokens})",
+                          "use e.g. --budget-tokens 2000")
     problems = load_suite(suite, **filters)
     skipped = getattr(problems, "skipped", [])
     for note in skipped:
@@ -107,6 +116,7 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
         prm_spec = "arith" if name == "arith" else "none"
     config = EvalConfig(suite=suite, strategy=strategy, model=model, prm=None if prm_spec == "none" else prm_spec,
                         value=value_spec, seed=seed, temperature=temperature, max_tokens=max_tokens, options=extra,
+                        aggregation=aggregation, budget_tokens=budget_tokens,
                         prompt_template=prompt_template, data=data, levels=_int_list(levels, "levels"),
                         subjects=subjects.split(",") if subjects else None)
     if out is not None:

@@ -13,6 +13,7 @@ from reason.cli.app import friendly, main
 from reason.cli.options import build_engine, engine_options, load_scorers, parse_options
 from reason.core.errors import ReasonError
 from reason.shortcuts import solve as run_solve
+from rewards.scoring import AGGREGATIONS
 from search.solve import check_options, make_budget, strategy_options
 from tasks.registry import get_domain
 
@@ -21,9 +22,13 @@ from tasks.registry import get_domain
 @click.argument("problem")
 @click.option("--strategy", "-s", default="best_of_n", show_default=True, help="Search strategy.")
 @click.option("--budget", "-b", type=int, default=16, show_default=True, help="Full-solution equivalents.")
+@click.option("--budget-tokens", type=int, default=None,
+              help="Cap on generated tokens for the whole search (compute-matched runs); the strategy stops within it.")
 @engine_options
 @click.option("--suite", default="arith", show_default=True, help="The problem's domain (prompt, step delimiter, answers).")
 @click.option("--prm", "prm_spec", default="arith", show_default=True, help="NAME[=PATH_OR_ID], or 'none'.")
+@click.option("--aggregation", default="last", show_default=True, type=click.Choice(AGGREGATIONS),
+              help="How the PRM's step scores make one score (model: the whole solution as one step).")
 @click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
@@ -37,6 +42,7 @@ def solve(
     problem: str,
     strategy: str,
     budget: int,
+    budget_tokens: int | None,
     model: str,
     backend: str,
     dtype: str,
@@ -46,6 +52,7 @@ def solve(
     remote: dict[str, Any],
     suite: str,
     prm_spec: str,
+    aggregation: str,
     value_spec: str | None,
     seed: int,
     temperature: float,
@@ -63,12 +70,12 @@ def solve(
     if "temperature" in strategy_options(strategy):  # not greedy's; -o temperature=... wins
         extra.setdefault("temperature", temperature)
     check_options(strategy, extra)  # bad options fail before any model loads, as do the rest
-    make_budget(budget)
+    make_budget(budget, budget_tokens)
     get_domain(suite).make_problem(problem)
     prm, value = load_scorers(prm_spec, value_spec, dtype, device)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
-                       **extra)
+                       budget_tokens=budget_tokens, aggregation=aggregation, **extra)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(include_tree=show_tree)))
         return
@@ -79,7 +86,8 @@ def solve(
     if show_tree:
         console.print(_render_tree(result.tree))
     led = result.ledger
-    console.print(f"{len(result.candidates)} candidate(s) · generated {led.generated_tokens} · prefill {led.prefill_tokens} · "
+    console.print(f"{len(result.candidates)} candidate(s) · generated {led.generated_tokens} "
+                  f"({led.merged_tokens} merged into identical siblings) · prefill {led.prefill_tokens} · "
                   f"PRM calls {led.prm_calls} · {led.wall_seconds:.2f}s")
 
 

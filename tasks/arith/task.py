@@ -22,6 +22,7 @@ from tasks.arith.problems import (
 )
 from tasks.arith.scorers import ArithPRM, ArithVerifier, final_answer
 from tasks.registry import Task, tasks
+from tasks.suite_files import SuiteProblems, read_jsonl
 
 HERE = Path(str(files("tasks.arith")))
 BUNDLED = {"policy": HERE / "model", "value": HERE / "value"}
@@ -41,8 +42,19 @@ def parse_levels(arg: str | None) -> list[int]:
     return levels
 
 
-def arith_suite(arg: str | None = None, *, limit: int | None = None, seed: int = 0, per_level: int = 100) -> list[Problem]:
-    """``per_level`` test-split problems of each selected level (``limit`` caps the total)."""
+def arith_suite(arg: str | None = None, *, limit: int | None = None, seed: int = 0, per_level: int = 100,
+                data: str | Path | None = None) -> list[Problem]:
+    """``per_level`` test-split problems of each selected level (``limit`` caps the total), or, with
+    ``data``, the problems of a JSONL file in the math suites' schema (``problem``, ``answer``,
+    optional ``unique_id``/``id`` and ``level``) at the selected levels: a row whose problem is not
+    an arith expression, or whose answer is not the expression's value, is noted and skipped."""
+    if limit is not None and limit < 1:
+        raise ReasonError("limit", f"must be at least 1 (got {limit})", "drop --limit or give a positive number")
+    if data is not None:
+        found = read_jsonl(Path(data), file_problem)
+        levels = parse_levels(arg) if arg else None
+        keep = [p for p in found if levels is None or p.meta["level"] in levels]
+        return SuiteProblems(keep[:limit] if limit else keep, found.skipped)
     out: list[Problem] = []
     for level in parse_levels(arg):
         for p in generate(level, per_level, seed=seed, split="test"):
@@ -56,6 +68,28 @@ def arith_problem(question: str) -> Problem:
     p = make_problem(question)
     return Problem(id=p.id, question=p.question, answer=str(p.answer), prompt=p.prompt,
                    step_delimiter=STEP_DELIMITER, meta={"level": p.level, "suite": "arith"})
+
+
+def file_problem(row: Any, position: int) -> Problem:
+    """A :class:`Problem` from one JSONL row (see :func:`arith_suite`); a ValueError says what is wrong."""
+    if not isinstance(row, dict):
+        raise ValueError("the row is not a JSON object")
+    question = row.get("problem", row.get("question"))
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("no 'problem'")
+    answer = row.get("answer")
+    if answer is None or not str(answer).strip():
+        raise ValueError("no 'answer'")
+    p = make_problem(question.strip())
+    if str(answer).strip() != str(p.answer):
+        raise ValueError(f"answer {str(answer).strip()!r} is not the value of {p.question!r} ({p.answer})")
+    ident = row.get("unique_id", row.get("id"))
+    level = row.get("level")
+    if level is not None and (not isinstance(level, int) or isinstance(level, bool)):
+        raise ValueError(f"level {level!r} is not an integer")
+    return Problem(id=str(ident) if ident is not None else f"arith-{position}", question=p.question,
+                   answer=str(p.answer), prompt=p.prompt, step_delimiter=STEP_DELIMITER,
+                   meta={"level": level, "suite": "arith"})
 
 
 def arith_answer(text: str) -> str | None:
