@@ -4,6 +4,15 @@ Prints, per strategy: accuracy with a 95% Wilson interval, mean generated tokens
 value calls per problem, and wall time. Run: ``python benchmarks/strategies.py [--n 200 --budget 16
 --level 3]``. Problems come from the arith test split (never trained on).
 
+Every row also says how much of the generated compute repeated a state the tree already held: with
+merging (the default) the tokens of samples folded into an identical sibling (``merged %``); with
+``--no-merge``, the tokens sitting under a sibling with exactly the same tokens (what merging folds).
+
+``--equal-tokens 600,2400`` compares strategies at equal generated tokens instead of equal ``n``:
+for each target T, each strategy's ``n`` is calibrated (tokens per unit of ``n`` on the first 20
+problems at ``n = 8``, then ``n = T / that``) and the run is capped at T tokens per problem
+(``budget_tokens``); the table ranks strategies by accuracy with 95% bootstrap intervals.
+
 ``--scorer-batching`` instead runs the scorer-heavy strategies on ``--n`` problems twice, all at once
 and one problem at a time, and prints how many PRM and value-model calls (and value-model forwards)
 each took: searched together, every problem's scorer requests share calls. It checks that both
@@ -17,6 +26,8 @@ import math
 import time
 
 from reason.core.engine.hf import HFEngine
+from reason.core.tree import Tree
+from tasks.metrics import bootstrap_ci
 from tasks.registry import resolve_model
 from rewards.catalog import load_prm, load_value
 from reason.shortcuts import solve_many
@@ -42,6 +53,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated strategy labels to run")
     parser.add_argument("--scorer-batching", action="store_true", help="compare scorer calls: all problems at once vs one at a time")
+    parser.add_argument("--no-merge", action="store_true", help="keep identical siblings apart (to measure duplicates)")
+    parser.add_argument("--equal-tokens", default=None, help="compare at these generated tokens per problem, e.g. 600,2400")
+    parser.add_argument("--aggregation", default="last", help="PRM aggregation: last, min, prod, mean or model")
     args = parser.parse_args()
     if args.scorer_batching:
         scorer_batching(args)
@@ -71,14 +85,20 @@ def main() -> None:
     ]
     if args.only:
         runs = [r for r in runs if r[0] in args.only.split(",")]
+    common = {"merge": not args.no_merge, "aggregation": args.aggregation}
+    if args.equal_tokens:
+        equal_tokens(args, engine, questions, problems, [(n, {**o, **common}) for n, o in runs])
+        return
     for budget in (int(b) for b in args.budget.split(",")):
-        print(f"\narith level {args.level}, {args.n} test-split problems, budget {budget}, seed {args.seed}")
-        print("| strategy | accuracy | 95% CI | gen tokens / problem | PRM calls / problem | value calls / problem | wall s |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print(f"\narith level {args.level}, {args.n} test-split problems, budget {budget}, seed {args.seed}"
+              f"{', no merging' if args.no_merge else ''}, aggregation {args.aggregation}")
+        print("| strategy | accuracy | 95% CI | gen tokens / problem | PRM calls / problem | value calls / problem "
+              f"| {'duplicate' if args.no_merge else 'merged'} % | wall s |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, options in runs:
             if name.startswith("particle gibbs") and budget < 4:
                 continue
-            row(name, engine, questions, problems, budget, args.seed, options)
+            row(name, engine, questions, problems, budget, args.seed, {**options, **common})
 
 
 class CountingArithPRM(ArithPRM):
@@ -122,16 +142,67 @@ def scorer_batching(args: argparse.Namespace) -> None:
               f"{forwards['together']} | {ratio(forwards)} | {outputs['alone'] == outputs['together']} |", flush=True)
 
 
-def row(name: str, engine, questions, problems, budget: int, seed: int, options: dict) -> None:
-    """Run one strategy over every problem and print its table row."""
+def duplicate_tokens(tree: Tree) -> int:
+    """Tokens of nodes (with their subtrees) that have an older sibling holding the same tokens, or
+    that were merged into one (``merged_tokens``): compute spent on a state the tree already had."""
+    dup = 0
+    for node in tree:
+        seen: set[tuple[int, ...]] = set()
+        for child in node.children:
+            key = tuple(child.token_ids)
+            if key in seen:
+                stack = [child]
+                while stack:
+                    cur = stack.pop()
+                    dup += len(cur.token_ids)
+                    stack.extend(cur.children)
+            seen.add(key)
+    return dup + tree.ledger.merged_tokens
+
+
+def row(name: str, engine, questions, problems, budget: int, seed: int, options: dict) -> list:
+    """Run one strategy over every problem, print its table row and return the results."""
     started = time.perf_counter()
     results = solve_many(engine, questions, budget=budget, seed=seed, **options)
     wall = time.perf_counter() - started
     k = sum(r.answer == str(p.answer) for r, p in zip(results, problems))
     lo, hi = wilson(k, len(problems))
     per = lambda f: sum(f(r.ledger) for r in results) / len(results)
+    generated = sum(r.ledger.generated_tokens for r in results)
+    dup = 100 * sum(duplicate_tokens(r.tree) for r in results) / max(1, generated)
     print(f"| {name} | {k / len(problems):.3f} | {lo:.3f}-{hi:.3f} | {per(lambda l: l.generated_tokens):.0f} | "
-          f"{per(lambda l: l.prm_calls):.1f} | {per(lambda l: l.value_calls):.1f} | {wall:.1f} |", flush=True)
+          f"{per(lambda l: l.prm_calls):.1f} | {per(lambda l: l.value_calls):.1f} | {dup:.0f} | {wall:.1f} |", flush=True)
+    return results
+
+
+def equal_tokens(args: argparse.Namespace, engine, questions, problems, runs: list) -> None:
+    """Each strategy at each target of generated tokens per problem (see the module docstring)."""
+    calibration = questions[:20]
+    per_n: dict[str, float] = {}
+    for name, options in runs:
+        if name == "greedy":
+            continue
+        results = solve_many(engine, calibration, budget=8, seed=args.seed, **options)
+        per_n[name] = max(1.0, sum(r.ledger.generated_tokens for r in results) / len(results) / 8)
+    for target in (int(t) for t in args.equal_tokens.split(",")):
+        print(f"\narith level {args.level}, {args.n} test-split problems, at most {target} generated tokens per "
+              f"problem, seed {args.seed}, aggregation {args.aggregation}")
+        rows = []
+        for name, options in runs:
+            if name not in per_n:
+                continue
+            n = max(1, int(target / per_n[name]))
+            if name.startswith("particle gibbs") and n < 4:
+                continue
+            results = solve_many(engine, questions, budget=n, budget_tokens=target, seed=args.seed, **options)
+            right = [float(r.answer == str(p.answer)) for r, p in zip(results, problems)]
+            tokens = sum(r.ledger.generated_tokens for r in results) / len(results)
+            rows.append((sum(right) / len(right), bootstrap_ci(right, seed=args.seed), name, n, tokens))
+            print(f"  {name}: n={n} accuracy {rows[-1][0]:.3f} tokens {tokens:.0f}", flush=True)
+        print("| rank | strategy | n | accuracy | 95% bootstrap CI | gen tokens / problem |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for rank, (acc, (lo, hi), name, n, tokens) in enumerate(sorted(rows, key=lambda r: -r[0]), 1):
+            print(f"| {rank} | {name} | {n} | {acc:.3f} | {lo:.3f}-{hi:.3f} | {tokens:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
