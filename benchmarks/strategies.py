@@ -143,20 +143,20 @@ def scorer_batching(args: argparse.Namespace) -> None:
 
 
 def duplicate_tokens(tree: Tree) -> int:
-    """Tokens of nodes (with their subtrees) that have an older sibling holding the same tokens, or
-    that were merged into one (``merged_tokens``): compute spent on a state the tree already had."""
+    """Generated tokens spent on a state the tree already had: those of nodes that are, or sit
+    under, a node with an older sibling holding the same tokens, plus the tokens merged away
+    (``merged_tokens``)."""
     dup = 0
-    for node in tree:
+    stack = [(tree.root, False)]
+    while stack:
+        node, under = stack.pop()
         seen: set[tuple[int, ...]] = set()
         for child in node.children:
             key = tuple(child.token_ids)
-            if key in seen:
-                stack = [child]
-                while stack:
-                    cur = stack.pop()
-                    dup += len(cur.token_ids)
-                    stack.extend(cur.children)
+            repeated = under or key in seen
             seen.add(key)
+            dup += len(child.token_ids) if repeated else 0
+            stack.append((child, repeated))
     return dup + tree.ledger.merged_tokens
 
 
