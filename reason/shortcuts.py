@@ -16,7 +16,16 @@ from reason.core.errors import ReasonError
 from reason.core.ledger import Ledger
 from reason.core.scorers import Verifier
 from reason.core.tree import FinishReason
-from search.records import Reward, RolloutRecord, exactly, leaf_records, reward_source
+from search.records import (
+    LogprobsMode,
+    Reward,
+    RolloutRecord,
+    check_logprobs_mode,
+    exactly,
+    expand_counts,
+    leaf_records,
+    reward_source,
+)
 from search.result import SearchResult
 from search.solve import check_options, solve_problems
 from search.treepo import rollout as treepo_rollout
@@ -76,18 +85,27 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, strategy: str = "treepo",
             reward: Reward | None = None, answers: Sequence[str] | None = None,
             verifier: Verifier | str | None = None, seed: int = 0,
             suite: str = "arith", weighting: str = "group_size", exact_n: bool = True, temperature: float = 1.0,
-            max_tokens: int = 1024, prm: Any = None, value: Any = None, **options: Any) -> list[RolloutRecord]:
+            max_tokens: int = 1024, prm: Any = None, value: Any = None, logprobs: LogprobsMode = "raw",
+            **options: Any) -> list[RolloutRecord]:
     """Rollout records for RL trainers from ``prompts`` (text, chat messages or token ids): one tree
     per prompt grown by ``strategy`` at budget ``n`` (TreePO's segment tree by default), every
-    prompt's search together over ``engine``, one :class:`~search.records.RolloutRecord` per leaf.
-    ``exact_n`` makes every prompt yield exactly ``n`` records, as GRPO-style trainers need a fixed
-    group size. ``suite`` names the domain (step delimiter, answer extraction); ``prm`` / ``value``
-    are loaded scorers for the strategies that use them; ``options`` go to the strategy."""
+    prompt's search together over ``engine``, one :class:`~search.records.RolloutRecord` per
+    sample: identical samples are one merged node in the tree, and a leaf (or candidate) that
+    stands for ``k`` samples gives ``k`` records with the same path, each a member of the group in
+    the advantages. ``exact_n`` makes every prompt yield exactly ``n`` records, as GRPO-style
+    trainers need a fixed group size. ``logprobs`` is the kind the records carry: ``"raw"`` (the
+    model's own, temperature 1, unfiltered) or ``"sampling"`` (the distribution each token was
+    drawn from: temperature, top-k and top-p applied), the one importance-sampling corrections
+    compare against; asking for a kind the engine did not report is a one-line error. ``suite``
+    names the domain (step delimiter, answer extraction); ``prm`` / ``value`` are loaded scorers
+    for the strategies that use them; ``options`` go to the strategy."""
+    check_logprobs_mode(logprobs)
     if strategy == "treepo":
         if prm is not None or value is not None:
             raise ReasonError("prm", "TreePO rollouts score leaves by reward only", "drop prm/value, or pick another strategy")
         records = treepo_rollout(engine, prompts, n=n, reward=reward, answers=answers, verifier=verifier, seed=seed,
-                                 weighting=weighting, max_tokens=max_tokens, temperature=temperature, **options)
+                                 weighting=weighting, max_tokens=max_tokens, temperature=temperature,
+                                 logprobs=logprobs, **options)
         if not exact_n:
             return records
         return [r for index in range(len(prompts))
@@ -102,11 +120,12 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, strategy: str = "treepo",
     records = []
     for index, result in enumerate(results):
         tree = result.tree
-        leaves = [tree.node(c.node_id) for c in result.candidates]
+        # one entry per sample: a candidate standing for k samples (or particles) is k members
+        leaves = expand_counts([tree.node(c.node_id) for c in result.candidates], [c.count for c in result.candidates])
         if exact_n:
             leaves = exactly(leaves, n)
         records += leaf_records(tree, leaves, index, reward=reward, answers=answers, verifier=verifier,
-                                weighting=weighting)
+                                weighting=weighting, logprobs=logprobs)
     return records
 
 

@@ -1,6 +1,10 @@
 """First-finish search: ``N`` solutions decoded together; the first to finish wins and the rest are
 cancelled at once, so no token is spent after the winner is known. ``k > 1`` is FFS-k@N: a majority
-vote over the first ``k`` to finish (ties go to the earliest)."""
+vote over the first ``k`` to finish (ties go to the earliest).
+
+Identical finishers are one merged node listed once per sample, so a solution that finished twice
+among the first ``k`` has two votes (and its candidate a count of two). Under a token budget too
+small to give every sample a token, nothing is sampled and the result has no answer."""
 
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ async def first_finish(ctx: SearchContext, budget: Budget, *, extract: Callable[
     if not 1 <= k <= budget.n:
         raise ReasonError("k", f"must be between 1 and the budget {budget.n} (got {k})", "lower k")
     nodes = await ctx.expand(ctx.tree.root, budget.n, final, Sampling(temperature=temperature), first=k)
+    if not nodes:  # the token budget allows no sample
+        return finish(ctx, "first_finish", [], [], 0, extract, k=k, finished=0)
     # Shorter finished first (all sequences decode in lockstep), then by index.
     nodes.sort(key=lambda n: (len(n.token_ids), n.id))
     answers = [extract(ctx.tree.text(n)) for n in nodes]

@@ -9,12 +9,24 @@ advantage: for leaf ``i`` and depth ``d``, ``G_d(i)`` is the set of leaves shari
 ``|G_d(i)| > 1``), aggregated as ``sum_d A_{i,d} |G_d(i)| / sum_d |G_d(i)|`` (``"group_size"``) or
 ``mean_d A_{i,d}`` (``"average"``); best-of-N leaves thus get plain group-relative advantages.
 :func:`segment_advantages` credits each segment, for trainers that take per-token advantages.
+
+Multiplicity: identical samples are one tree node (a merged node's ``count``, a candidate's
+``count``), but each sample is its own member of the group. A leaf that stands for ``k`` samples
+is therefore listed ``k`` times (:func:`expand_counts`) before the records and advantages are made:
+it yields ``k`` records with the same path, and every mean above counts it ``k`` times.
+
+Logprobs: a record carries one kind, named by its ``logprobs_mode`` (:data:`LogprobsMode`):
+``"raw"``, the model's own log-probability of each token (temperature 1, unfiltered: the nodes'
+``logprobs``), or ``"sampling"``, the log-probability under the distribution the token was drawn
+from (temperature, top-k and top-p applied, 0 for a greedy pick: the nodes' ``sampling_logprobs``).
+Trainers that correct for the gap between the sampler and the trained policy by importance sampling
+(TRL's GRPO with vLLM, verl's and OpenRLHF's rollout corrections) compare against the latter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 from pydantic import BaseModel
 
@@ -27,6 +39,9 @@ from rewards.base import VerifyItem
 Reward = Callable[[int, str], float]
 T = TypeVar("T")
 WEIGHTINGS = ("group_size", "average")
+LogprobsMode = Literal["raw", "sampling"]
+"""Which per-token logprobs a record carries (see the module docstring)."""
+LOGPROBS_MODES: tuple[LogprobsMode, ...] = get_args(LogprobsMode)
 
 
 def tree_advantages(paths: Sequence[Sequence[int]], rewards: Sequence[float],
@@ -85,13 +100,15 @@ class RolloutRecord(BaseModel):
     ``segment_ends[k]`` is the offset in ``completion_ids`` where segment ``k`` ends; ``path`` is
     the node ids from the root to the leaf (leaves sharing a path prefix shared those segments);
     ``depth_advantages[d]`` is ``A_{i,d}`` (None where the leaf's subgroup at depth ``d`` is itself);
-    ``segment_advantages[k]`` is segment ``k``'s credit from :func:`segment_advantages`.
+    ``segment_advantages[k]`` is segment ``k``'s credit from :func:`segment_advantages`;
+    ``logprobs`` are of the kind ``logprobs_mode`` names (:data:`LogprobsMode`).
     """
 
     prompt_index: int
     prompt_ids: list[int]
     completion_ids: list[int]
     logprobs: list[float]
+    logprobs_mode: LogprobsMode
     segment_ends: list[int]
     path: list[int]
     finish_reason: FinishReason | None
@@ -127,9 +144,41 @@ def reward_source(reward: Reward | None, answers: Sequence[str] | None, verifier
     return verifier
 
 
+def check_logprobs_mode(mode: str) -> None:
+    """Raise :class:`ReasonError` unless ``mode`` is a :data:`LogprobsMode`."""
+    if mode not in LOGPROBS_MODES:
+        raise ReasonError("logprobs", f"unknown kind {mode!r}", f"use one of {', '.join(LOGPROBS_MODES)}")
+
+
+def node_logprobs(node: Node, mode: LogprobsMode) -> list[float]:
+    """``node``'s per-token logprobs of kind ``mode``; a one-line error when its engine did not
+    report that kind."""
+    lps = node.logprobs if mode == "raw" else node.sampling_logprobs
+    if len(lps) == len(node.token_ids):
+        return list(lps)
+    if mode == "sampling":
+        raise ReasonError("logprobs", "the engine reported no sampling_logprobs (the distribution tokens were drawn from)",
+                          "pass logprobs='raw', or use an engine that reports them (hf, reason serve, "
+                          "vLLM with logprobs_mode='processed_logprobs')")
+    raise ReasonError("logprobs", "the engine reported no raw logprobs (its server reports processed ones)",
+                      "pass logprobs='sampling', or serve with logprobs_mode='raw_logprobs'")
+
+
+def expand_counts(items: Sequence[T], counts: Sequence[int]) -> list[T]:
+    """Each of ``items`` repeated its count times, in order: one entry per sample."""
+    return [item for item, k in zip(items, counts) for _ in range(k)]
+
+
 def leaf_records(tree: Tree, leaves: Sequence[Node], index: int, *, reward: Reward | None, answers: Sequence[str] | None,
-                 verifier: Verifier | None, weighting: str = "group_size") -> list[RolloutRecord]:
-    """The records of one prompt's ``leaves`` (in the given order; a leaf may repeat)."""
+                 verifier: Verifier | None, weighting: str = "group_size",
+                 logprobs: LogprobsMode = "raw") -> list[RolloutRecord]:
+    """The records of one prompt's ``leaves`` (in the given order), one per entry: a leaf that
+    stands for ``k`` samples must be listed ``k`` times (:func:`expand_counts`), so that it gives
+    ``k`` records and counts ``k`` times in the advantages. ``logprobs`` is the kind the records
+    carry (a one-line error when the engine did not report it)."""
+    check_logprobs_mode(logprobs)
+    paths = [tree.path(leaf) for leaf in leaves]
+    per_node = {n.id: node_logprobs(n, logprobs) for path in paths for n in path[1:]}
     texts = [tree.text(leaf) for leaf in leaves]
     if reward is not None:
         rewards = [float(reward(index, t)) for t in texts]
@@ -137,7 +186,6 @@ def leaf_records(tree: Tree, leaves: Sequence[Node], index: int, *, reward: Rewa
         assert answers is not None and verifier is not None
         question = tree.root.text
         rewards = [float(r) for r in verifier.verify_batch([VerifyItem(question, t, str(answers[index])) for t in texts])]
-    paths = [tree.path(leaf) for leaf in leaves]
     ids_paths = [[n.id for n in p] for p in paths]
     adv, per_depth = tree_advantages(ids_paths, rewards, weighting)
     per_segment = segment_advantages(ids_paths, rewards)
@@ -146,12 +194,12 @@ def leaf_records(tree: Tree, leaves: Sequence[Node], index: int, *, reward: Rewa
         ends, ids, lps = [], [], []
         for node in path[1:]:
             ids += node.token_ids
-            lps += node.logprobs
+            lps += per_node[node.id]
             ends.append(len(ids))
         records.append(RolloutRecord(prompt_index=index, prompt_ids=list(tree.root.token_ids), completion_ids=ids,
-                                     logprobs=lps, segment_ends=ends, path=[n.id for n in path],
-                                     finish_reason=leaf.finish_reason, text=text, reward=r, advantage=a,
-                                     depth_advantages=ad, segment_advantages=sa))
+                                     logprobs=lps, logprobs_mode=logprobs, segment_ends=ends,
+                                     path=[n.id for n in path], finish_reason=leaf.finish_reason, text=text, reward=r,
+                                     advantage=a, depth_advantages=ad, segment_advantages=sa))
     return records
 
 

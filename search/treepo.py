@@ -12,12 +12,20 @@ every path that finished this round, never more than the ``width`` minus the lea
 finished; every live path keeps at least one child. How the children are shared among the live
 paths is the ``policy``: ``"fixed"`` (evenly), ``"low_prob"`` (weights
 ``softmax(-(lp - min lp) / div_temperature)``, favouring uncertain paths) or ``"high_prob"`` (the
-opposite sign), where ``lp`` is the path's summed token log-probability, or its mean with
+opposite sign), where ``lp`` is the path's summed token log-probability (the model's own, or the
+sampling distribution's from an engine that reports only those), or its mean with
 ``normalize=True``. Integer shares come from the largest remainder, ties broken by the seeded
 stream. When nothing is alive and fewer than ``width`` leaves exist, finished paths (best finish
 first: answer, EOS, length, depth, repetition) are re-branched from a segment boundary: a random one
 (``fallback="random"``) or the start of the segment holding the path's least likely token
 (``"min_logprob"``).
+
+Multiplicity: identical samples of one node are one merged child (the context merges them), listed
+once per sample in what the expansion returns. Each listing is a path of its own: a child sampled
+``m`` times counts ``m`` live paths in the handoff above (``m`` shares of children, at least one
+each, asked for in one expansion of the child), and a finished child sampled ``m`` times is ``m``
+leaves, so the finished leaf-samples reach ``width`` as without merging. The leaves of
+:class:`TreeGrowth` list such a leaf once per sample.
 
 Leaves carry TreePO's tree-based segment-level advantages (:func:`search.records.tree_advantages`).
 In :func:`treepo` (inference) the reward is the PRM score when a PRM is given, else agreement with
@@ -49,7 +57,9 @@ from search.budget import Budget
 from search.options import Flag, Positive, PositiveFloat, StrategyOptions, Temperature
 from search.records import (
     WEIGHTINGS,
+    LogprobsMode,
     RolloutRecord,
+    check_logprobs_mode,
     leaf_records,
     reward_source,
     tree_advantages,
@@ -123,7 +133,8 @@ def path_weights(logprobs: Sequence[float], policy: Policy, temperature: float) 
 
 
 class TreeGrowth(BaseModel):
-    """What :func:`grow` did: leaves in finishing order, rounds, fallbacks and live paths per round."""
+    """What :func:`grow` did: leaves in finishing order (a leaf sampled ``m`` times listed ``m``
+    times), rounds, fallbacks and live paths per round."""
 
     leaf_ids: list[int]
     rounds: int
@@ -153,7 +164,8 @@ async def grow(ctx: SearchContext, width: int, *, final: Stop, segment_tokens: i
     sampling = Sampling(temperature=temperature, top_p=top_p)
     response_cap = final.max_tokens
     alloc: list[tuple[Node, int]] = [(tree.root, max(1, min(first, width)))]
-    finished: list[Node] = []
+    paths: list[Node] = [tree.root]  # the paths the allocation continues, one entry per path
+    finished: list[Node] = []  # one entry per finished leaf-sample
     live_per_round: list[int] = []
     rounds = fallbacks = 0
     stopped = False
@@ -165,7 +177,7 @@ async def grow(ctx: SearchContext, width: int, *, final: Stop, segment_tokens: i
         live_per_round.append(sum(k for _, k in alloc))
         stops = [_segment_stop(final, segment_tokens, response_cap, _response_len(tree, node)) for node, _ in alloc]
         grown = await asyncio.gather(*(ctx.expand(node, k, stop, sampling) for (node, k), stop in zip(alloc, stops)))
-        live: list[Node] = []
+        live: list[Node] = []  # one entry per sample: a merged child sampled m times is m live paths
         done_now = 0
         for child in (c for kids in grown for c in kids):
             reason = _finish(tree, child, max_depth, answer_complete, repetition, response_cap)
@@ -180,17 +192,27 @@ async def grow(ctx: SearchContext, width: int, *, final: Stop, segment_tokens: i
             total = min(room, divergence * (len(live) + done_now))
             lps = [_path_logprob(tree, n, normalize) for n in live]
             shares = split_children(total, path_weights(lps, policy, div_temperature), [rng.random() for _ in live])
-            alloc = list(zip(live, shares))
+            alloc, paths = _per_node(live, shares), live
         elif room > 0 and finished:
             fallbacks += 1
             alloc = _fallback(tree, finished, room, divergence, fallback, rng)
+            paths = [node for node, _ in alloc]
         else:
             alloc = []
     leaf_ids = [n.id for n in finished]
     if stopped:  # the budget ran out: live paths are what the search has
-        leaf_ids += [node.id for node, _ in alloc]
+        leaf_ids += [node.id for node in paths]
     return TreeGrowth(leaf_ids=leaf_ids, rounds=rounds, fallbacks=fallbacks, live_per_round=live_per_round,
                       first_divergence=first, stopped_by_budget=stopped)
+
+
+def _per_node(paths: Sequence[Node], shares: Sequence[int]) -> list[tuple[Node, int]]:
+    """The children each distinct node gets: the sum of its paths' shares (first-seen order), so a
+    merged node standing for several paths is expanded once for all of them."""
+    total: dict[Node, int] = {}
+    for node, k in zip(paths, shares):
+        total[node] = total.get(node, 0) + k
+    return list(total.items())
 
 
 def _response_len(tree: Tree, node: Node) -> int:
@@ -221,8 +243,14 @@ def _finish(tree: Tree, child: Node, max_depth: int, answer_complete: Callable[[
     return None
 
 
+def _token_logprobs(node: Node) -> list[float]:
+    """The node's per-token logprobs: the model's own, or the sampling distribution's where its
+    engine reported only those (a server with vLLM's ``processed_logprobs``)."""
+    return node.logprobs or node.sampling_logprobs
+
+
 def _path_logprob(tree: Tree, node: Node, normalize: bool) -> float:
-    lps = [lp for n in tree.path(node)[1:] for lp in n.logprobs]
+    lps = [lp for n in tree.path(node)[1:] for lp in _token_logprobs(n)]
     if not lps:
         return 0.0
     return sum(lps) / len(lps) if normalize else sum(lps)
@@ -240,7 +268,7 @@ def _fallback(tree: Tree, finished: list[Node], room: int, divergence: int, how:
         if how == "random":
             cut = path[rng.randrange(len(path) - 1)]
         else:
-            worst = min(path[1:], key=lambda n: min(n.logprobs, default=0.0))
+            worst = min(path[1:], key=lambda n: min(_token_logprobs(n), default=0.0))
             cut = worst.parent
         k = min(divergence, room)
         alloc[cut] = alloc.get(cut, 0) + k
@@ -276,27 +304,35 @@ async def treepo(ctx: SearchContext, budget: Budget, *, extract: Callable[[str],
                         temperature=temperature, top_p=top_p, answer_complete=answer_complete,
                         repetition=repetition, budget=budget)
     tree = ctx.tree
-    leaves = [tree.node(i) for i in growth.leaf_ids]
+    leaves = [tree.node(i) for i in growth.leaf_ids]  # a leaf sampled m times is listed m times
     scores: list[float | None] = list(await ctx.score(leaves)) if ctx.prm is not None else [None] * len(leaves)
     answers = [extract(tree.text(n)) for n in leaves]
     rewards = leaf_rewards_default(ctx, leaves, answers, scores)
     paths = [[n.id for n in tree.path(leaf)] for leaf in leaves]
     advantages = {w: tree_advantages(paths, rewards, w)[0] for w in WEIGHTINGS}
+    firsts: dict[Node, int] = {}
+    for i, leaf in enumerate(leaves):  # the candidates: one per distinct leaf, in first-seen order
+        firsts.setdefault(leaf, i)
+    order = list(firsts.values())
     return finish(ctx, "treepo", leaves, scores, choose(answers, scores, select), extract,
-                  rewards=rewards, advantages=advantages, **growth.model_dump(exclude={"leaf_ids"}))
+                  rewards=[rewards[i] for i in order],
+                  advantages={w: [adv[i] for i in order] for w, adv in advantages.items()},
+                  **growth.model_dump(exclude={"leaf_ids"}))
 
 
 def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Callable[[int, str], float] | None = None,
             answers: Sequence[str] | None = None, verifier: Verifier | str | None = None, seed: int = 0,
             weighting: str = "group_size", segment_tokens: int = 512, max_tokens: int | None = 1024,
-            temperature: float = 1.0, **options: Any) -> list[RolloutRecord]:
-    """TreePO rollouts for ``prompts`` (text, chat messages or token ids), ``n`` leaves each, grown
-    together over ``engine``. Rewards come from ``reward(prompt_index, completion_text)``, or from
-    ``verifier`` (an :class:`~rewards.base.OutcomeVerifier`, or a verifier name such as ``"arith"``)
-    against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``, ``policy``, ...:
-    :class:`GrowOptions`, validated here). Returns the records of every prompt in order, leaves in
-    finishing order."""
+            temperature: float = 1.0, logprobs: LogprobsMode = "raw", **options: Any) -> list[RolloutRecord]:
+    """TreePO rollouts for ``prompts`` (text, chat messages or token ids), ``n`` leaf-samples each,
+    grown together over ``engine``. Rewards come from ``reward(prompt_index, completion_text)``, or
+    from ``verifier`` (an :class:`~rewards.base.OutcomeVerifier`, or a verifier name such as
+    ``"arith"``) against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``,
+    ``policy``, ...: :class:`GrowOptions`, validated here). ``logprobs`` is the kind the records
+    carry (:data:`~search.records.LogprobsMode`). Returns the records of every prompt in order, one
+    per leaf-sample (a leaf sampled ``m`` times gives ``m`` records), in finishing order."""
     grow_options = GrowOptions.make("treepo", {"segment_tokens": segment_tokens, "temperature": temperature, **options})
+    check_logprobs_mode(logprobs)
     verifier = reward_source(reward, answers, verifier, len(prompts))
     runner = Runner(engine)
     contexts = [runner.context(p, seed=seed + i) for i, p in enumerate(prompts)]
@@ -306,5 +342,5 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Call
     for index, (ctx, growth) in enumerate(zip(contexts, growths)):
         leaves = [ctx.tree.node(i) for i in growth.leaf_ids]
         records += leaf_records(ctx.tree, leaves, index, reward=reward, answers=answers, verifier=verifier,
-                                weighting=weighting)
+                                weighting=weighting, logprobs=logprobs)
     return records

@@ -21,8 +21,10 @@ from tasks.arith.problems import generate
 
 @pytest.fixture(scope="module")
 def actor():
+    """An engine actor configured as OpenRLHF configures its vLLM engines for its importance-sampling
+    correction: the logprobs it answers are the sampling distribution's."""
     engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
-    return LocalEngineActor(engine), engine.tokenizer
+    return LocalEngineActor(engine, logprobs_mode="processed_logprobs"), engine.tokenizer
 
 
 def _run_group(executor, actor, tokenizer, problem, n):
@@ -72,6 +74,8 @@ def test_fixed_n_and_errors(actor):
         _run_group(executor, engine, tokenizer, problem, 5)
     with pytest.raises(ReasonError, match="reward"):
         TreeAgentExecutor(reward="advantage")
+    with pytest.raises(ReasonError, match="^logprobs_mode: .*'processed_logprobs'"):  # the actor says what it answers
+        _run_group(TreeAgentExecutor(verifier="arith", logprobs_mode="raw_logprobs"), engine, tokenizer, problem, 2)
     with pytest.raises(ReasonError, match="max_length"):
         async def too_long():
             return await TreeAgentExecutor(verifier="arith").execute(problem.prompt, "1", SamplingParams(), 3,

@@ -59,7 +59,9 @@ def _manager(setup, advantage):
     config = OmegaConf.create({
         "actor_rollout_ref": {
             "model": {"path": path},
+            # the sampler below reports temperature-scaled logprobs, as verl's default processed_logprobs
             "rollout": {"prompt_length": 64, "response_length": 48, "temperature": 1.0, "n": 4,
+                        "logprobs_mode": "processed_logprobs",
                         "agent": {"num_workers": 0, "tree": {"advantage": advantage, "segment_tokens": 8, "first_divergence": 2, "seed": 5}}},
         },
     })
@@ -84,6 +86,7 @@ def _batch(problems):
 @pytest.mark.parametrize("advantage", ["segment", "reward"])
 def test_manager_batch_joins_the_trainer_batch(setup, advantage):
     manager, client = _manager(setup, advantage)
+    assert manager.logprobs == "sampling"  # the records say the servers' logprobs are the sampling distribution's
     problems = generate(3, 3, seed=12)
     batch = _batch(problems)
     gen = batch.select(non_tensor_batch_keys=list(batch.non_tensor_batch)).repeat(4, interleave=True)

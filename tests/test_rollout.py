@@ -38,6 +38,7 @@ def test_records_per_strategy(engine, problems, strategy, options):
     assert [r.prompt_index for r in records] == [i for i in range(len(problems)) for _ in range(n)]
     for r in records:
         assert r.prompt_ids and r.completion_ids and len(r.logprobs) == len(r.completion_ids)
+        assert r.logprobs_mode == "raw"  # the library's default: the model's own logprobs
         assert r.segment_ends[-1] == len(r.completion_ids) and r.segment_ends == sorted(r.segment_ends)
         assert r.reward in (0.0, 1.0)
         assert r.path[0] == 0  # the root
@@ -89,8 +90,9 @@ def test_trl_tree_advantages_reach_the_loss(tmp_path, monkeypatch, per):
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     tok = AutoTokenizer.from_pretrained(path)
     probs = generate(3, 4, seed=77)
-    # A reward that differs between leaves, so the tree advantages are not all zero.
-    rollout = TreeRollout(reward=lambda i, text: float(text.strip()[-1:] in "13579"), segment_tokens=8, max_tokens=64)
+    # A reward that differs between distinct leaves (the arith model often agrees with itself on the
+    # answer, and identical completions are merged), so the tree advantages are not all zero.
+    rollout = TreeRollout(reward=lambda i, text: float(sum(map(ord, text)) % 97), segment_tokens=8, max_tokens=64)
 
     def reward(completions, **kwargs):
         return kwargs["tree_reward"]  # forwarded by the rollout
@@ -114,6 +116,7 @@ def test_trl_tree_advantages_reach_the_loss(tmp_path, monkeypatch, per):
     trainer.train()
     assert rollout.calls == 2 and len(rollout.last_records) == 8 and len(seen) == 2
     records = rollout.last_records
+    assert all(r.logprobs_mode == "sampling" for r in records)  # what TRL's importance sampling expects
     batch = seen[-1]  # the last step trains on the last rollout, its rows shuffled by TRL
     width = batch["completion_ids"].shape[1]
     assert width == max(len(r.completion_ids) for r in records)

@@ -1,4 +1,5 @@
-"""The hf engine's sampler draws exactly softmax(logits / T), cut by top-k and top-p.
+"""The hf engine's sampler draws exactly softmax(logits / T), cut by top-k and top-p, and reports
+each token's logprob under the model (T = 1, unfiltered) and under that processed distribution.
 
 The sampler turns one uniform into one token by inverse CDF. Feeding it the grid of uniforms
 u_i = (i + 0.5) / M, the share of the grid that lands on a token differs from that token's
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from reason.core.engine.hf.sampler import choose_tokens
+from reason.core.engine.hf.sampler import choose_tokens, sample_tokens
 
 M = 4000  # grid points per setting: frequencies are exact to 1 / M = 2.5e-4
 TOL = 1.0 / M + 1e-5  # the grid's resolution plus float32 rounding of the sampler's cumulative sums
@@ -62,21 +63,22 @@ SETTINGS = [
 
 
 @pytest.fixture(scope="module")
-def draws() -> dict[int, tuple[torch.Tensor, list[int], list[float]]]:
-    """Each setting's logits and the tokens and logprobs its M grid uniforms give. Settings of one
-    vocabulary share one call, their rows interleaved (a row must not depend on its neighbours)."""
+def draws() -> dict[int, tuple[torch.Tensor, list[int], list[float], list[float]]]:
+    """Each setting's logits and the tokens, model logprobs and sampling logprobs its M grid
+    uniforms give. Settings of one vocabulary share one call, their rows interleaved (a row must not
+    depend on its neighbours)."""
     grid = [(i + 0.5) / M for i in range(M)]
     # The top-k / top-p rows go one by one; on a busy machine intra-op threads make each of those
     # tiny ops cost milliseconds, so run single-threaded (the draws do not depend on it).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    out: dict[int, tuple[torch.Tensor, list[int], list[float]]] = {}
+    out: dict[int, tuple[torch.Tensor, list[int], list[float], list[float]]] = {}
     try:
         for vocab in sorted({v for v, *_ in SETTINGS}):
             mine = [s for s, setting in enumerate(SETTINGS) if setting[0] == vocab]
             base = {s: make_logits(vocab, seed=11 + s) for s in mine}
             rows = [(s, u) for u in grid for s in mine]  # setting-by-setting within each uniform
-            tokens, logprobs = choose_tokens(
+            tokens, logprobs, sampling = sample_tokens(
                 torch.stack([base[s] for s, _ in rows]),
                 [SETTINGS[s][1] for s, _ in rows],
                 [SETTINGS[s][2] for s, _ in rows],
@@ -85,7 +87,8 @@ def draws() -> dict[int, tuple[torch.Tensor, list[int], list[float]]]:
             )
             for s in mine:
                 picked = [j for j, (owner, _) in enumerate(rows) if owner == s]
-                out[s] = (base[s], [tokens[j] for j in picked], [logprobs[j] for j in picked])
+                out[s] = (base[s], [tokens[j] for j in picked], [logprobs[j] for j in picked],
+                          [sampling[j] for j in picked])
     finally:
         torch.set_num_threads(threads)
     return out
@@ -94,7 +97,7 @@ def draws() -> dict[int, tuple[torch.Tensor, list[int], list[float]]]:
 @pytest.mark.parametrize("index", range(len(SETTINGS)), ids=[f"V{v}-T{t}-k{k}-p{p}" for v, t, k, p in SETTINGS])
 def test_grid_frequencies_equal_the_filtered_softmax(draws, index):
     vocab, t, k, p = SETTINGS[index]
-    logits, tokens, logprobs = draws[index]
+    logits, tokens, logprobs, sampling = draws[index]
     want = expected(logits.numpy(), t, k, p)
     got = np.bincount(tokens, minlength=vocab) / M
     assert np.abs(got - want).max() <= TOL
@@ -108,6 +111,27 @@ def test_grid_frequencies_equal_the_filtered_softmax(draws, index):
     # The reported logprob is the model's own: temperature 1, no filtering.
     own = torch.log_softmax(logits.double(), -1)
     assert np.allclose(logprobs, own[tokens].numpy(), atol=1e-4)
+    # The sampling logprob is the token's under the distribution it was drawn from.
+    assert np.allclose(sampling, np.log(want[tokens]), atol=1e-4)
+    if t != 1.0 or k or p < 1.0:
+        assert not np.allclose(sampling, logprobs, atol=1e-2)  # the two kinds differ here
+
+
+def test_greedy_and_unit_rows_report_both_logprobs():
+    """A greedy pick's sampling logprob is 0 (the argmax has probability 1); at T = 1 unfiltered the
+    sampling distribution is the model's own; :func:`choose_tokens` is the first two of
+    :func:`sample_tokens`. Mixed in one call with a filtered row, which must not disturb them."""
+    logits = make_logits(300, seed=5).repeat(3, 1)
+    own = torch.log_softmax(logits[0].double(), -1)
+    chosen = sample_tokens(logits.clone(), [0.0, 1.0, 0.8], [0, 0, 4], [1.0, 1.0, 1.0], [0.5, 0.3, 0.7])
+    assert chosen.tokens[0] == int(logits[0].argmax())
+    assert chosen.sampling_logprobs[0] == 0.0
+    assert chosen.logprobs == pytest.approx(own[chosen.tokens].tolist(), abs=1e-5)
+    assert chosen.sampling_logprobs[1] == pytest.approx(chosen.logprobs[1], abs=1e-5)
+    want = expected(logits[0].numpy(), 0.8, 4, 1.0)
+    assert chosen.sampling_logprobs[2] == pytest.approx(float(np.log(want[chosen.tokens[2]])), abs=1e-5)
+    assert choose_tokens(logits.clone(), [0.0, 1.0, 0.8], [0, 0, 4], [1.0, 1.0, 1.0], [0.5, 0.3, 0.7]) == \
+        (chosen.tokens, chosen.logprobs)
 
 
 def test_settings_tell_faulty_samplers_apart():

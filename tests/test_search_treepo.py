@@ -68,7 +68,7 @@ def test_segment_advantages_by_hand():
     for path_adv, r in zip(seg, [1.0, 0.0, 0.0]):  # telescopes to the leaf's GRPO advantage
         assert sum(path_adv) == pytest.approx(r - 1 / 3)
     record = RolloutRecord(prompt_index=0, prompt_ids=[1], completion_ids=[5, 6, 7, 8, 9], logprobs=[0.0] * 5,
-                           segment_ends=[2, 5], path=paths[0], finish_reason="eos", text="", reward=1.0,
+                           logprobs_mode="raw", segment_ends=[2, 5], path=paths[0], finish_reason="eos", text="", reward=1.0,
                            advantage=0.6, depth_advantages=[2 / 3, 0.5], segment_advantages=seg[0])
     assert record.token_advantages() == [pytest.approx(1 / 6)] * 2 + [pytest.approx(0.5)] * 3
     assert record.token_advantages("leaf") == [0.6] * 5
@@ -93,20 +93,26 @@ def test_treepo_leaves_and_advantages_match_the_tree(engine, problems):
     for r in results:
         tree = r.tree
         leaves = [tree.node(c.node_id) for c in r.candidates]
-        assert len(leaves) == 16 and len({n.id for n in leaves}) == 16
+        # a leaf sampled k times is one candidate of count k: the leaf-samples make the width
+        assert sum(c.count for c in r.candidates) == 16 and len({n.id for n in leaves}) == len(leaves)
         assert all(n.is_leaf and n.finish_reason in FINISHED for n in leaves)
         # Every unfinished node is exactly one segment long and never more than 16 paths are live.
         assert all(len(n.token_ids) == 8 for n in tree if n.finish_reason == "segment")
         assert max(r.info["live_per_round"]) <= 16
-        # Generated tokens are the tree's tokens: shared segments are paid once.
-        assert r.ledger.generated_tokens == sum(len(n.token_ids) for n in tree if not n.is_root)
-        assert r.ledger.generated_tokens < sum(len(tree.prefix_ids(n)) - len(tree.root.token_ids) for n in leaves)
-        paths = [[n.id for n in tree.path(leaf)] for leaf in leaves]
+        # Generated tokens are the tree's tokens and the merged duplicates': shared segments are paid once.
+        assert r.ledger.generated_tokens == sum(len(n.token_ids) for n in tree if not n.is_root) + r.ledger.merged_tokens
+        assert r.ledger.generated_tokens < sum((len(tree.prefix_ids(n)) - len(tree.root.token_ids)) * c.count
+                                               for n, c in zip(leaves, r.candidates))
+        # the advantages count each leaf once per sample; info lists them once per candidate
+        paths = [[n.id for n in tree.path(leaf)] for leaf, c in zip(leaves, r.candidates) for _ in range(c.count)]
+        rewards = [x for x, c in zip(r.info["rewards"], r.candidates) for _ in range(c.count)]
+        firsts = [sum(c.count for c in r.candidates[:i]) for i in range(len(r.candidates))]
         for weighting in ("group_size", "average"):
-            assert r.info["advantages"][weighting] == pytest.approx(brute_advantages(paths, r.info["rewards"], weighting))
+            want = brute_advantages(paths, rewards, weighting)
+            assert r.info["advantages"][weighting] == pytest.approx([want[i] for i in firsts])
         counts = {}
         for c in r.candidates:
-            counts[c.answer] = counts.get(c.answer, 0) + 1
+            counts[c.answer] = counts.get(c.answer, 0) + c.count
         assert counts[r.answer] == max(v for a, v in counts.items() if a is not None)
     tree_tokens = sum(r.ledger.generated_tokens for r in results)
     flat_tokens = sum(r.ledger.generated_tokens for r in independent)
@@ -122,7 +128,7 @@ def test_treepo_is_seeded_and_falls_back(engine, problems):
     for how in ("random", "min_logprob"):
         r = solve(engine, q, strategy="treepo", budget=8, prm=None, seed=5, segment_tokens=4, max_depth=2,
                   first_divergence=2, fallback=how)
-        assert len(r.candidates) == 8 and r.info["fallbacks"] >= 1
+        assert sum(c.count for c in r.candidates) == 8 and r.info["fallbacks"] >= 1
         assert all(r.tree.node(c.node_id).depth <= 2 for c in r.candidates)
 
 

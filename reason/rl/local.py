@@ -17,6 +17,7 @@ from typing import Any
 
 from reason.core.engine.base import Sampling, Stop
 from reason.core.engine.hf import HFEngine
+from reason.core.engine.outputs import check_server_logprobs
 
 
 @dataclass(kw_only=True)
@@ -39,9 +40,14 @@ class SamplingParams:
 
 class LocalEngineActor:
     """``generate(prompt_token_ids, sampling_params)`` like OpenRLHF's vLLM engine actor, answered by
-    ``engine``. Calls run one at a time (the engine is not thread-safe); ``requests`` counts them."""
+    ``engine``. Calls run one at a time (the engine is not thread-safe); ``requests`` counts them.
+    ``logprobs_mode`` is vLLM's engine setting of the same name: the logprobs answered are the
+    model's own (``"raw_logprobs"``, vLLM's default) or the sampling distribution's
+    (``"processed_logprobs"``, what OpenRLHF configures when its importance-sampling correction is on)."""
 
-    def __init__(self, engine: HFEngine) -> None:
+    def __init__(self, engine: HFEngine, logprobs_mode: str = "raw_logprobs") -> None:
+        check_server_logprobs(logprobs_mode)
+        self.logprobs_mode = logprobs_mode
         self.engine = engine
         self.requests = 0
         self._lock = threading.Lock()
@@ -67,7 +73,10 @@ class LocalEngineActor:
             matched = next((s for s in stop.strings if child.text.endswith(s)), None)
             outputs.append(SimpleNamespace(
                 index=k, token_ids=list(child.token_ids), text=child.text,
-                logprobs=[{t: SimpleNamespace(logprob=lp)} for t, lp in zip(child.token_ids, child.logprobs)],
+                logprobs=[{t: SimpleNamespace(logprob=lp)} for t, lp in zip(child.token_ids, self._logprobs(child))],
                 finish_reason="stop" if ended else "length",
                 stop_reason=matched if child.finish_reason == "stop" else None))
         return SimpleNamespace(prompt_token_ids=list(prompt_token_ids), outputs=outputs)
+
+    def _logprobs(self, child: Any) -> list[float]:
+        return child.sampling_logprobs if self.logprobs_mode == "processed_logprobs" else child.logprobs

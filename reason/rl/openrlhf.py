@@ -15,6 +15,14 @@ OpenRLHF takes one scalar reward per trajectory and computes advantages within t
 group-relative estimator such as OpenRLHF's ``group_norm``); ``reward="tree"`` returns the
 leaf's aggregated tree advantage, to be trained on as is (``reinforce``); ``scores`` always holds the
 verifier's reward. Per-segment advantages would need OpenRLHF's trainer changed.
+
+A prompt's ``n`` calls get ``n`` distinct trajectories of samples: a leaf that stands for ``k``
+identical samples (a merged node) is handed to ``k`` of them. ``rollout_log_probs`` are whatever the
+engine actor's vLLM reports, named by ``logprobs_mode`` (vLLM's setting): OpenRLHF builds its
+engines with ``processed_logprobs`` when its importance-sampling correction is on, so that is the
+default here (the sampling distribution's logprobs, which the correction compares its
+temperature-scaled policy logprobs against); pass ``"raw_logprobs"`` for engines left at vLLM's
+default.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 
 import reason
 from reason.core.engine.base import ExpandRequest
-from reason.core.engine.outputs import Sampled
+from reason.core.engine.outputs import Sampled, record_logprobs
 from reason.core.engine.token_server import TokenServerEngine
 from reason.core.engine.vllm import sampled_outputs, sampling_kwargs
 from reason.core.errors import ReasonError
@@ -60,11 +68,15 @@ class TreeAgentExecutor(AgentExecutorBase):  # type: ignore[misc,valid-type]
             label; or ``reward_fn(prompt, label, completion_text) -> float`` instead.
         reward: ``"reward"`` or ``"tree"`` (what goes in the trajectory's ``reward``).
         seed: the first tree's seed; each later tree takes the next.
+        logprobs_mode: what the engine actor's logprobs are (vLLM's ``logprobs_mode``; see the
+            module docstring).
     """
 
     def __init__(self, *, n: int | None = None, strategy: str = "treepo", verifier: Any = "math",
                  reward_fn: Callable[[str, Any, str], float] | None = None, reward: str = "reward", seed: int = 0,
-                 **options: Any) -> None:
+                 logprobs_mode: str = "processed_logprobs", **options: Any) -> None:
+        self.logprobs = record_logprobs(logprobs_mode)
+        self.logprobs_mode = logprobs_mode
         if reward not in REWARDS:
             raise ReasonError("reward", f"unknown {reward!r}", f"use one of {', '.join(REWARDS)}")
         if n is not None and n < 1:
@@ -119,10 +131,14 @@ class TreeAgentExecutor(AgentExecutorBase):  # type: ignore[misc,valid-type]
             raise ReasonError("max_length", f"the prompt has {len(prompt_ids)} tokens, no room below {max_length}",
                               "raise --data.max_len or shorten the prompt")
         params_type = type(sampling_params)
+        told = getattr(llm_engine, "logprobs_mode", None)  # an in-process stand-in says what it answers
+        if isinstance(told, str) and told != self.logprobs_mode:
+            raise ReasonError("logprobs_mode", f"is {self.logprobs_mode!r} but the engine reports {told!r}",
+                              f"pass logprobs_mode={told!r}")
 
         async def generate(ids: list[int], request: ExpandRequest, max_tokens: int) -> list[Sampled]:
             result = await llm_engine.generate(ids, params_type(**sampling_kwargs(request, max_tokens)))
-            return sampled_outputs(result, request)
+            return sampled_outputs(result, request, self.logprobs_mode)
 
         engine = TokenServerEngine(generate, hf_tokenizer, max_context=max_length, loop=asyncio.get_running_loop())
         cap = min(room, int(getattr(sampling_params, "max_tokens", None) or room))
@@ -134,7 +150,8 @@ class TreeAgentExecutor(AgentExecutorBase):  # type: ignore[misc,valid-type]
         options = {"temperature": float(getattr(sampling_params, "temperature", 1.0)), "max_tokens": cap,
                    **self.options}
         records = await asyncio.to_thread(reason.rollout, engine, [prompt_ids], strategy=self.strategy, n=n,
-                                          seed=self.seed + self.trees_grown, **reward_kw, **options)
+                                          seed=self.seed + self.trees_grown, logprobs=self.logprobs,
+                                          **reward_kw, **options)
         self.trees_grown += 1
         self.generated_tokens += engine.ledger.generated_tokens
         self.leaf_tokens += sum(len(r.completion_ids) for r in records)

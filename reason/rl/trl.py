@@ -8,6 +8,13 @@ object, so after every optimizer step it only drops the KV computed under the ol
 records (rewards, tree advantages, segment ends) are kept on ``last_records`` and also forwarded to
 the reward functions as ``tree_reward`` / ``tree_advantage`` keyword arguments.
 
+Each call returns exactly ``num_generations`` completions per prompt: a leaf that stands for ``k``
+identical samples (a merged node) is ``k`` of them. The ``logprobs`` returned are the sampling
+distribution's by default (``logprobs="sampling"``: temperature, top-k and top-p applied), which is
+what TRL's importance-sampling correction compares its temperature-scaled policy logprobs against
+(TRL asks its vLLM server for ``processed_logprobs`` for the same reason); ``logprobs="raw"``
+returns the model's own instead.
+
 TRL normalises rewards within each group of ``num_generations``, which ignores the tree.
 :func:`tree_grpo_trainer` builds a ``GRPOTrainer`` subclass that trains on the records' tree
 advantages instead: TreePO's aggregate over the subtrees each leaf belongs to (one per completion),
@@ -21,6 +28,7 @@ from typing import Any
 import reason
 from reason.core.engine.hf import HFEngine
 from reason.core.errors import ReasonError
+from search.records import check_logprobs_mode
 
 
 class TreeRollout:
@@ -29,11 +37,14 @@ class TreeRollout:
     ``strategy`` / ``options``: what :func:`reason.rollout` runs (TreePO segments by default);
     ``reward`` / ``answers_key`` / ``verifier``: where rewards for the tree advantages come from
     (a ``reward(prompt_index, text)`` function, or a verifier against the dataset column named
-    ``answers_key``, looked up by prompt through ``answers``)."""
+    ``answers_key``, looked up by prompt through ``answers``); ``logprobs``: the kind returned
+    (``"sampling"`` or ``"raw"``, see the module docstring)."""
 
     def __init__(self, *, strategy: str = "treepo", answers: dict[str, str] | None = None, verifier: Any = "arith",
                  reward: Any = None, seed: int = 0, max_tokens: int = 256, temperature: float = 1.0,
-                 draft: str | None = None, **options: Any) -> None:
+                 draft: str | None = None, logprobs: str = "sampling", **options: Any) -> None:
+        check_logprobs_mode(logprobs)
+        self.logprobs = logprobs
         self.strategy = strategy
         self.answers = answers
         self.verifier = verifier
@@ -76,7 +87,8 @@ class TreeRollout:
             answers = [self.answers[_key(p)] for p in distinct] if self.answers is not None else None
             records = reason.rollout(engine, distinct, strategy=self.strategy, n=per_prompt, seed=self.seed + self.calls,
                                      reward=self.reward, answers=answers, verifier=None if self.reward else self.verifier,
-                                     max_tokens=self.max_tokens, temperature=self.temperature, **self.options)
+                                     max_tokens=self.max_tokens, temperature=self.temperature,
+                                     logprobs=self.logprobs, **self.options)
         finally:
             engine.model.train(was_training)
         self.calls += 1

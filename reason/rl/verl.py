@@ -19,6 +19,13 @@ patching the trainer. The tree therefore travels in ``rm_scores``:
   ``algorithm.adv_estimator=reason_tree`` (registered on import), which trains on them as they are.
   The rewards are logged as ``tree_reward``.
 
+A prompt group of ``rollout.n`` rows gets ``rollout.n`` leaf-samples: a leaf that stands for ``k``
+identical samples (a merged node) fills ``k`` rows. ``rollout_log_probs`` are what verl's servers
+report, by the rollout config's ``logprobs_mode`` (verl's default ``processed_logprobs``: the
+sampling distribution's, with temperature, top-k and top-p applied, which verl's rollout
+corrections compare its temperature-scaled policy logprobs against; ``raw_logprobs``: the model's
+own); the tree keeps them as such and the records say which (``logprobs_mode``).
+
 Every row also carries ``tree_path`` (node ids, ``"0-4-9"``), ``tree_segment_ends`` (offsets in the
 response where its segments end, ``"8,16,21"``) and ``tree_uid`` (``uid#path``, TreePO's
 subgroup encoding) for trainers patched to regroup by subtree. Options come from the config key
@@ -45,7 +52,7 @@ from verl.utils.ray_utils import auto_await
 
 import reason
 from reason.core.engine.base import ExpandRequest
-from reason.core.engine.outputs import Sampled
+from reason.core.engine.outputs import Sampled, record_logprobs
 from reason.core.engine.text import eos_token_ids
 from reason.core.engine.token_server import TokenServerEngine, finish_from_tokens
 from reason.core.errors import ReasonError
@@ -155,6 +162,9 @@ class TreeAgentLoopManager(AgentLoopManager):
                                                       trust_remote_code=bool(self.model_config.get("trust_remote_code")))
         self.tokenizer = tokenizer
         self.eos_ids = eos_token_ids(tokenizer)
+        # verl hands this to its vLLM servers; absent, they run at vLLM's default
+        self.logprobs_mode = str(self.rollout_config.get("logprobs_mode", None) or "raw_logprobs")
+        self.logprobs = record_logprobs(self.logprobs_mode)
         self.calls = 0
 
     async def _init_agent_loop_workers(self) -> None:
@@ -182,7 +192,8 @@ class TreeAgentLoopManager(AgentLoopManager):
                 raise ReasonError("rollout.calculate_log_probs", "the server returned no per-token logprobs",
                                   "set actor_rollout_ref.rollout.calculate_log_probs=True")
             text = self.tokenizer.decode(ids, skip_special_tokens=False) if stop.strings else ""  # only to find stop strings
-            return Sampled(ids, [float(x) for x in out.log_probs], finish_from_tokens(ids, text, stop, self.eos_ids))
+            return Sampled.reported(ids, [float(x) for x in out.log_probs],
+                                    finish_from_tokens(ids, text, stop, self.eos_ids), self.logprobs_mode)
 
         return list(await asyncio.gather(*[one(k) for k in range(request.n)]))
 
@@ -215,7 +226,8 @@ class TreeAgentLoopManager(AgentLoopManager):
         options = {"max_tokens": self.rollout_config.response_length, "temperature": self.rollout_config.temperature,
                    **self.options}
         records = await asyncio.to_thread(reason.rollout, engine, questions, strategy=self.strategy, n=n,
-                                          reward=reward, seed=self.seed + self.calls, **options)
+                                          reward=reward, seed=self.seed + self.calls, logprobs=self.logprobs,
+                                          **options)
         self.calls += 1
         output = to_dataproto(records, uids, pad_id=self.tokenizer.pad_token_id or 0,
                               prompt_length=self.rollout_config.prompt_length,

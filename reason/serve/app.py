@@ -4,7 +4,10 @@ Endpoints: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/v1/
 strategy at a budget), ``/v1/ledger`` (work done and prefix reuse), ``/health``. All expansion
 work goes through one :class:`~reason.serve.worker.EngineWorker`, so concurrent clients share
 forwards, and prompts are placed in the server's trees (:class:`~reason.serve.tree_index.PromptIndex`),
-so a client that sends whole paths as token ids gets its cached prefix back.
+so a client that sends whole paths as token ids gets its cached prefix back. Completions asked for
+logprobs carry, beside ``token_logprobs`` (the model's own: temperature 1, unfiltered), an extra
+``sampling_logprobs`` list: each token's logprob under the distribution it was drawn from
+(temperature, top-k and top-p applied; 0 for a greedy pick), which the ``openai`` backend keeps.
 
 Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``): 400 for bad input,
 with a one-line message naming the field; 401 for a missing or wrong API key.
@@ -218,6 +221,8 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                         "tokens": pieces, "token_logprobs": node.logprobs, "text_offset": offsets,
                         "top_logprobs": [{x: lp} for x, lp in zip(pieces, node.logprobs)] if body.logprobs else None,
                     }
+                    if node.sampling_logprobs:  # an extension: each token's logprob under the distribution drawn from
+                        choice["logprobs"]["sampling_logprobs"] = node.sampling_logprobs
                 choices.append(choice)
         n_out = sum(len(c["token_ids"]) for c in choices)
         n_in = sum(len(ids) for ids in encoded)

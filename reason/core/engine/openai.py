@@ -4,7 +4,10 @@ Any server that takes token-id prompts and returns token ids works: vLLM's ``vll
 ``reason serve``. Each expansion is one ``/v1/completions`` call whose prompt is the token ids of
 the whole path (so the server's prefix cache hits exactly, with no re-tokenisation drift), with
 ``n`` children, the request's seed and its stop conditions; children come back as token ids with
-their logprobs. Scaling past one machine is then the server's business (data and tensor parallel
+their logprobs. Which logprobs: a server's ``token_logprobs`` are the model's own unless it runs
+with vLLM's ``--logprobs-mode processed_logprobs`` (say so with ``logprobs_mode=``), when they are the
+sampling distribution's; ``reason serve`` reports both, the latter as an extra ``sampling_logprobs``
+list beside ``token_logprobs``. Scaling past one machine is then the server's business (data and tensor parallel
 serving), not this toolkit's.
 
 Requests run in a bounded pool of threads (``max_concurrency``) with a timeout each; connection
@@ -25,6 +28,7 @@ from reason.core.engine.hf.loader import checkpoint_name
 from reason.core.engine.outputs import (
     Sampled,
     add_children,
+    check_server_logprobs,
     finish_reason,
     max_new_tokens,
     request_ids,
@@ -56,13 +60,16 @@ class OpenAIEngine(Engine):
         max_concurrency: most requests in flight at once.
         timeout: seconds per HTTP request.
         retries: further attempts after a failed one, waiting ``backoff * 2**k`` seconds.
+        logprobs_mode: what the server's ``token_logprobs`` are, by vLLM's ``--logprobs-mode`` names:
+            ``"raw_logprobs"`` (the model's own; vLLM's default and ``reason serve``'s) or
+            ``"processed_logprobs"`` (the sampling distribution's).
     """
 
     name = "openai"
 
     def __init__(self, base_url: str, tokenizer: Any, *, model: str | None = None, api_key: str | None = None,
                  max_context: int | None = None, max_concurrency: int = 64, timeout: float = 300.0,
-                 retries: int = 4, backoff: float = 0.5) -> None:
+                 retries: int = 4, backoff: float = 0.5, logprobs_mode: str = "raw_logprobs") -> None:
         try:
             import httpx
         except ImportError:
@@ -73,6 +80,8 @@ class OpenAIEngine(Engine):
             raise ReasonError("base_url", f"{base_url!r} is not an http(s) URL", "give e.g. http://127.0.0.1:8000/v1")
         if max_concurrency < 1:
             raise ReasonError("max_concurrency", f"must be at least 1 (got {max_concurrency})", "raise it")
+        check_server_logprobs(logprobs_mode)
+        self.logprobs_mode = logprobs_mode
         root = base_url.rstrip("/")
         self.base_url = root if root.endswith("/v1") else root + "/v1"
         self.tokenizer = tokenizer
@@ -199,9 +208,14 @@ class OpenAIEngine(Engine):
         outputs = []
         for c in sorted(response.get("choices", []), key=lambda c: c.get("index", 0)):
             ids = _token_ids(c)
-            lps = (c.get("logprobs") or {}).get("token_logprobs") or []
-            outputs.append(Sampled(ids, [float(x) for x in lps],
-                                   finish_reason(c.get("finish_reason"), c.get("stop_reason"), stop, len(ids))))
+            reported = c.get("logprobs") or {}
+            lps = [float(x) for x in reported.get("token_logprobs") or []]
+            out = Sampled.reported(ids, lps, finish_reason(c.get("finish_reason"), c.get("stop_reason"), stop, len(ids)),
+                                   self.logprobs_mode)
+            extra = reported.get("sampling_logprobs")  # reason serve's: the sampling distribution's
+            if extra and not out.sampling_logprobs:
+                out.sampling_logprobs = [float(x) for x in extra]
+            outputs.append(out)
         return add_children(self, call.request, call.node_ids, outputs)
 
     def close(self) -> None:

@@ -32,7 +32,9 @@ class TokenServerEngine(QueuedEngine):
 
     Parameters:
         generate: ``async generate(prompt_ids, request, max_tokens)`` returning ``request.n``
-            samples with per-token logprobs.
+            samples with per-token logprobs: the model's own in ``Sampled.logprobs``, the sampling
+            distribution's in ``Sampled.sampling_logprobs`` (whichever the server reports; see
+            :meth:`Sampled.reported <reason.core.engine.outputs.Sampled.reported>`).
         tokenizer: the policy's tokenizer (prompts and node text).
         max_context: the servers' context length.
         loop: the event loop the trainer's client lives on; None runs each step's calls in a fresh loop.

@@ -5,6 +5,11 @@ token ids, so shared prefixes hit the cache exactly), its own continuous batchin
 speculative decoding (``speculative={"method": "suffix" | "ngram", ...}``; vLLM verifies chains).
 Each :meth:`VLLMEngine.step` hands every pending expansion to one ``LLM.generate`` call.
 
+vLLM reports one kind of per-token logprob, chosen when the ``LLM`` is built (``logprobs_mode``):
+the model's own (``"raw_logprobs"``, the default), kept in the nodes' ``logprobs``, or the sampling
+distribution's (``"processed_logprobs"``: temperature, top-k and top-p applied), kept in their
+``sampling_logprobs`` (their ``logprobs`` then stay empty).
+
 Written against vLLM's public API (``LLM``, ``SamplingParams``, ``TokensPrompt``; ``LLM.reward``
 for process reward models) for the versions in the ``vllm`` extra. vLLM needs a GPU and is not
 installed where this project's CI runs: the tests skip without it.
@@ -16,7 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from reason.core.engine.base import ExpandRequest
-from reason.core.engine.outputs import Sampled, finish_reason, max_new_tokens
+from reason.core.engine.outputs import (
+    Sampled,
+    check_server_logprobs,
+    finish_reason,
+    max_new_tokens,
+)
 from reason.core.engine.queued import QueuedEngine
 from reason.core.errors import ReasonError
 
@@ -44,6 +54,7 @@ class VLLMEngine(QueuedEngine):
             max_context = llm.llm_engine.model_config.max_model_len
         super().__init__(llm.get_tokenizer(), int(max_context))
         self.llm = llm
+        self.logprobs_mode = logprobs_mode_of(llm)
 
     @classmethod
     def from_pretrained(cls, model: str, *, dtype: str = "auto", seed: int = 0, speculative: dict[str, Any] | None = None,
@@ -74,7 +85,17 @@ class VLLMEngine(QueuedEngine):
         prompts = [TokensPrompt(prompt_token_ids=ids) for _, ids in batch]
         params = [self.sampling_params(request, len(ids)) for request, ids in batch]
         results = self.llm.generate(prompts, params, use_tqdm=False)
-        return [sampled_outputs(result, request) for (request, _), result in zip(batch, results)]
+        return [sampled_outputs(result, request, self.logprobs_mode) for (request, _), result in zip(batch, results)]
+
+
+def logprobs_mode_of(llm: Any) -> str:
+    """The ``logprobs_mode`` a ``vllm.LLM`` was built with (``"raw_logprobs"`` where the version has
+    none); a mode that reports logits instead is a one-line error."""
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+    mode = getattr(config, "logprobs_mode", None) or "raw_logprobs"
+    mode = str(getattr(mode, "value", mode))
+    check_server_logprobs(mode)
+    return mode
 
 
 def sampling_kwargs(request: ExpandRequest, max_tokens: int) -> dict[str, Any]:
@@ -95,14 +116,17 @@ def sampling_kwargs(request: ExpandRequest, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def sampled_outputs(result: Any, request: ExpandRequest) -> list[Sampled]:
-    """The samples of a vLLM ``RequestOutput``, in output-index order."""
-    return [_sampled(o, request) for o in sorted(result.outputs, key=lambda o: o.index)]
+def sampled_outputs(result: Any, request: ExpandRequest, logprobs_mode: str = "raw_logprobs") -> list[Sampled]:
+    """The samples of a vLLM ``RequestOutput``, in output-index order; ``logprobs_mode`` is what its
+    logprobs are (the engine's ``logprobs_mode``: vLLM's default is ``"raw_logprobs"``)."""
+    check_server_logprobs(logprobs_mode)
+    return [_sampled(o, request, logprobs_mode) for o in sorted(result.outputs, key=lambda o: o.index)]
 
 
-def _sampled(output: Any, request: ExpandRequest) -> Sampled:
+def _sampled(output: Any, request: ExpandRequest, logprobs_mode: str) -> Sampled:
     ids = list(output.token_ids)
     lps = []
     for token, entry in zip(ids, output.logprobs or []):
         lps.append(float(entry[token].logprob))  # logprobs=0 still lists the sampled token
-    return Sampled(ids, lps, finish_reason(output.finish_reason, output.stop_reason, request.stop, len(ids)))
+    reason = finish_reason(output.finish_reason, output.stop_reason, request.stop, len(ids))
+    return Sampled.reported(ids, lps, reason, logprobs_mode)

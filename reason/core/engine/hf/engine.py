@@ -303,7 +303,8 @@ class HFEngine(Engine):
                     if s.finish == "cancelled":
                         continue
                     text = self.decode([t for t in s.tokens if not (s.finish == "eos" and t in self.eos_ids)])
-                    child = tree.add_child(parent, s.tokens, text, s.logprobs, s.finish, node_id)
+                    child = tree.add_child(parent, s.tokens, text, s.logprobs, s.finish, node_id,
+                                           sampling_logprobs=s.sampling_logprobs)
                     entry = self.store.get(child)
                     entry.sampled = True
                     self.store.set_slots(entry, s.slots)

@@ -4,8 +4,9 @@
 rows, prefill rows packed up to a token budget), packs each group with
 :func:`~reason.core.engine.hf.batch.build_batch`, runs the base model over the shared KV pool
 (:class:`~reason.core.engine.hf.kv.PoolCache`), turns hidden states into logits (with the model's
-logit scale and soft-capping) and chooses tokens with :func:`~reason.core.engine.hf.sampler.choose_tokens`,
-each from its sequence's own uniform stream. :func:`new_pool` sizes the KV pool for a model.
+logit scale and soft-capping) and chooses tokens with :func:`~reason.core.engine.hf.sampler.sample_tokens`,
+each from its sequence's own uniform stream, with the model's own logprob and the sampling
+distribution's of each. :func:`new_pool` sizes the KV pool for a model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from reason.core.engine.base import Sampling
 from reason.core.engine.hf.batch import Row, build_batch
 from reason.core.engine.hf.kv import KVPool, PoolCache
-from reason.core.engine.hf.sampler import choose_tokens
+from reason.core.engine.hf.sampler import Chosen, sample_tokens
 from reason.core.engine.hf.scheduler import Plan, Seq
 from reason.core.errors import ReasonError
 from reason.core.ledger import Ledger
@@ -134,13 +135,14 @@ class ModelRunner:
                 logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
 
-    def choose(self, logits: torch.Tensor, seqs: list[Seq], ahead: list[int]) -> tuple[list[int], list[float]]:
+    def choose(self, logits: torch.Tensor, seqs: list[Seq], ahead: list[int]) -> Chosen:
         """The token each row of ``logits`` gives its sequence at ``ahead`` tokens past its current
-        end: drawn with that position's uniform, so a draft position gets exactly the token plain
-        decoding would give it. ``logits`` may be overwritten."""
+        end, with its model and sampling logprobs: drawn with that position's uniform, so a draft
+        position gets exactly the token (and logprobs) plain decoding would give it. ``logits`` may
+        be overwritten."""
         samplings: list[Sampling] = [s.job.request.sampling for s in seqs]
         with torch.inference_mode():
-            return choose_tokens(
+            return sample_tokens(
                 logits,
                 [sp.temperature for sp in samplings],
                 [sp.top_k for sp in samplings],
@@ -150,6 +152,6 @@ class ModelRunner:
 
     def sample(self, logits: torch.Tensor, seqs: list[Seq]) -> None:
         """Append to each sequence the next token its row of ``logits`` gives it."""
-        tokens, logprobs = self.choose(logits, seqs, [0] * len(seqs))
-        for s, t, lp in zip(seqs, tokens, logprobs):
-            s.append(t, lp, self.ledger)
+        chosen = self.choose(logits, seqs, [0] * len(seqs))
+        for s, t, lp, slp in zip(seqs, chosen.tokens, chosen.logprobs, chosen.sampling_logprobs):
+            s.append(t, lp, slp, self.ledger)

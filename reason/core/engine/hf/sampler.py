@@ -3,10 +3,23 @@
 Sampling is by inverse CDF with one uniform per token, drawn from the sequence's counter-based
 stream (:func:`reason.core.seeding.uniform`): a row's token depends on its logits and its uniform only,
 never on the other rows, so batch composition cannot change what a seeded sequence gets.
-Temperature 0 is argmax. The reported logprob is the model's own (temperature 1, unfiltered).
+Temperature 0 is argmax.
+
+Each chosen token comes with two log-probabilities:
+
+* the model's own, ``log softmax(z)[t]`` of the raw logits ``z`` (temperature 1, unfiltered);
+* the sampling distribution's, ``log q[t]`` where ``q`` is what the token was drawn from:
+  ``q = softmax(z / T)`` cut to the kept set ``K`` (the ``top_k`` most likely tokens whose mass
+  before them, under ``softmax(z / T)``, is below ``top_p``) and renormalised,
+  ``log q[t] = z[t] / T - logsumexp(z / T) - log sum_{j in K} softmax(z / T)[j]``;
+  0 for a greedy pick (``T = 0``: the argmax has probability 1).
+
+Both come from tensors the draw computes anyway (one gather and one sum more per row).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -49,6 +62,16 @@ def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return (bi * bs + ti).squeeze(1).clamp_(max=vocab - 1)
 
 
+class Chosen(NamedTuple):
+    """The tokens :func:`sample_tokens` chose, one per row, with the model's own logprob of each
+    (``logprobs``) and its logprob under the processed distribution it was drawn from
+    (``sampling_logprobs``; see the module docstring)."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    sampling_logprobs: list[float]
+
+
 def choose_tokens(
     logits: torch.Tensor,
     temperatures: list[float],
@@ -56,11 +79,26 @@ def choose_tokens(
     top_ps: list[float],
     uniforms: list[float],
 ) -> tuple[list[int], list[float]]:
-    """Tokens and their logprobs for each row of ``logits`` ``[n, vocab]`` (may be overwritten)."""
+    """Tokens and their model logprobs for each row of ``logits`` ``[n, vocab]`` (may be
+    overwritten): :func:`sample_tokens` without the sampling distribution's logprobs."""
+    chosen = sample_tokens(logits, temperatures, top_ks, top_ps, uniforms)
+    return chosen.tokens, chosen.logprobs
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    temperatures: list[float],
+    top_ks: list[int],
+    top_ps: list[float],
+    uniforms: list[float],
+) -> Chosen:
+    """Tokens for each row of ``logits`` ``[n, vocab]`` (may be overwritten), each drawn with its
+    row's temperature, top-k, top-p and uniform, with both logprobs of the module docstring."""
     logits = logits.float()
     n, vocab = logits.shape
     tokens = torch.zeros(n, dtype=torch.long)
     lse = torch.zeros(n)
+    sampling = torch.zeros(n)  # greedy rows keep 0: the argmax has probability 1
 
     def rows(select) -> list[int]:
         return [i for i in range(n) if select(i)]
@@ -86,17 +124,22 @@ def choose_tokens(
         if x is logits and not unit:
             x = x.clone()  # the logprobs below read the raw logits
         raw_lse = None if unit else torch.logsumexp(x, -1)
-        top = x.amax(-1, keepdim=True)
-        x.sub_(top)
+        top = x.amax(-1)
+        x.sub_(top[:, None])
         if not unit:
             x.div_(temps[:, None])
         x.exp_()
         picked = _inverse_cdf(x, torch.tensor([uniforms[i] for i in plain], dtype=torch.float32))
         tokens[plain] = picked
-        if unit:
-            chosen_logprob[plain] = torch.log(x.gather(1, picked[:, None]).squeeze(1) / x.sum(-1))
-        else:
+        mass = x.sum(-1)
+        if unit:  # the sampling distribution is the model's own
+            own = torch.log(x.gather(1, picked[:, None]).squeeze(1) / mass)
+            chosen_logprob[plain] = own
+            sampling[plain] = own
+        else:  # the raw logits are intact here: (z[t] - max) / T - log sum exp((z - max) / T)
             lse[plain] = raw_lse
+            z = logits[torch.tensor(plain), picked]
+            sampling[plain] = (z - top) / temps - torch.log(mass)
 
     for i in rows(lambda i: temperatures[i] > 0.0 and (top_ks[i] > 0 or top_ps[i] < 1.0)):
         scaled = logits[i] / temperatures[i]
@@ -106,9 +149,12 @@ def choose_tokens(
             vals, order = torch.sort(scaled, descending=True)
         probs = _filter_sorted(torch.softmax(vals, dim=-1), top_ks[i], top_ps[i])
         cdf = torch.cumsum(probs, 0)
+        kept = int((probs > 0).sum())  # the kept set is a prefix of the sorted order
         pos = int(torch.searchsorted(cdf, torch.tensor([uniforms[i] * float(cdf[-1])]), right=True))
-        tokens[i] = order[min(pos, len(order) - 1)]
+        pos = min(pos, max(kept, 1) - 1)
+        tokens[i] = order[pos]
         lse[i] = torch.logsumexp(logits[i], -1)
+        sampling[i] = torch.log_softmax(vals, -1)[pos] - torch.log(cdf[-1])
 
     done = set(plain) if plain and unit else set()
     direct = torch.tensor([i for i in range(n) if i not in done], dtype=torch.long)
@@ -116,4 +162,4 @@ def choose_tokens(
         # Only rows whose logits were left untouched are read here.
         chosen = logits[direct].gather(1, tokens[direct][:, None]).squeeze(1)
         chosen_logprob[direct] = chosen - lse[direct]
-    return tokens.tolist(), chosen_logprob.tolist()
+    return Chosen(tokens.tolist(), chosen_logprob.tolist(), sampling.tolist())

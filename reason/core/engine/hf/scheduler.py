@@ -53,16 +53,19 @@ class Seq:
     checker: StopChecker
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    sampling_logprobs: list[float] = field(default_factory=list)  # under the distribution drawn from
     slots: list[int] = field(default_factory=list)  # KV of tokens[:len(slots)]
     fed: int = 0  # most tokens ever fed (re-feeding below this counts as prefill)
     finish: str | None = None
     draft_rate: float | None = None  # moving average of draft tokens accepted per verification
     draft_steps: int = 0
 
-    def append(self, token: int, logprob: float, ledger: Ledger) -> None:
-        """Add a sampled token, count it, and check whether the sequence is finished."""
+    def append(self, token: int, logprob: float, sampling_logprob: float, ledger: Ledger) -> None:
+        """Add a sampled token with its model logprob and its logprob under the sampling
+        distribution, count it, and check whether the sequence is finished."""
         self.tokens.append(token)
         self.logprobs.append(logprob)
+        self.sampling_logprobs.append(sampling_logprob)
         self.job.tree.ledger.generated_tokens += 1
         ledger.generated_tokens += 1
         self.finish = self.checker.check(self.tokens)

@@ -5,7 +5,8 @@ With a drafter, a sequence's decode row feeds its newest token followed by a dra
 once, each with the uniform plain decoding would use there, and the sequence keeps the longest
 draft path that matches its samples (:meth:`Speculator.verify`): each matched draft token is
 accepted (its KV is kept) and the first unmatched sample is the new last token, so the tokens are
-exactly those of decoding without a draft, greedy or seeded.
+exactly those of decoding without a draft, greedy or seeded, and so are both logprobs of each (the
+model's own and the sampling distribution's, from the same position's logits and settings).
 
 Draft sizes adapt per sequence (:meth:`Speculator.draft_size`): about twice what the sequence has
 been accepting, cut to what pays for its verification cost, measured by
@@ -121,19 +122,20 @@ class Speculator:
         self.drafter.observe([(p.draft_context, p.draft) for p, _ in drafted], logits)
         seqs = [p.seqs[0] for p, _ in drafted for _ in p.row.tokens]
         ahead = [a for p, _ in drafted for a in [0] + p.draft.depths()]
-        tokens, logprobs = self.runner.choose(logits, seqs, ahead)
+        chosen = self.runner.choose(logits, seqs, ahead)
         at = 0
         for p, _ in drafted:
             s, draft, slots = p.seqs[0], p.draft, p.row.write_slots
             n = len(draft) + 1
-            picked, lps = tokens[at : at + n], logprobs[at : at + n]
+            picked, lps = chosen.tokens[at : at + n], chosen.logprobs[at : at + n]
+            slps = chosen.sampling_logprobs[at : at + n]
             at += n
             kids = draft.children()
             keep = [slots[0]]
             node, matched = -1, 0  # -1: the sequence's last token (row index 0)
             while True:
                 token = picked[node + 1]
-                s.append(token, lps[node + 1], self.ledger)
+                s.append(token, lps[node + 1], slps[node + 1], self.ledger)
                 child = kids.get(node, {}).get(token)
                 if child is None:
                     break
