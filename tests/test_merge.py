@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -125,6 +126,13 @@ def test_merged_trees_over_http_match_in_process(engine, questions):
             assert [[(n.id, tuple(n.token_ids), n.count) for n in r.tree] for r in got] == snap
             assert any(n.count > 1 for r in ref for n in r.tree), "expected merged samples at temperature 0.5"
             assert all(_siblings_distinct(r.tree) for r in got)
+        body = {"question": questions[0], "strategy": "best_of_n", "budget": 8, "prm": "arith", "budget_tokens": 60,
+                "aggregation": "min", "options": {"temperature": 0.5}, "include_tree": True}
+        reply = httpx.post(srv.url + "/solve", json=body, timeout=120).json()
+        assert reply["ledger"]["generated_tokens"] <= 60
+        assert sum(c["count"] for c in reply["candidates"]) >= len(reply["candidates"])
+        bad = httpx.post(srv.url + "/solve", json={**body, "aggregation": "median"}, timeout=60)
+        assert bad.status_code in (400, 422) and "aggregation" in bad.text
 
 
 def test_aggregation_reaches_the_scorer(engine, questions):

@@ -39,7 +39,8 @@ class Node:
     """One node of a :class:`Tree`: the tokens it appended to its parent's path.
 
     ``logprobs[i]`` is the policy's log-probability (temperature 1, before any filtering) of
-    ``token_ids[i]``; the root's are empty. ``sampling_logprobs[i]`` is the same token's
+    ``token_ids[i]``; the root's are empty, and so are those of nodes from a server that reports
+    only processed logprobs. ``sampling_logprobs[i]`` is the same token's
     log-probability under the distribution it was drawn from (temperature, top-k and top-p
     applied; 0 for a greedy pick), empty when the engine does not report it. ``count`` is the
     node's multiplicity: how many samples produced exactly this node (identical siblings are merged

@@ -263,7 +263,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
             engine_view = WorkerEngine(server.worker)
             result = run_solve(engine_view, body.question, suite=body.suite, strategy=body.strategy,
                                budget=body.budget, seed=body.seed, prm=prm, value=value, max_tokens=body.max_tokens,
-                               **body.options)
+                               budget_tokens=body.budget_tokens, aggregation=body.aggregation, **body.options)
             engine_view.release(result.tree)
             return result.to_json_dict(include_tree=body.include_tree)
 

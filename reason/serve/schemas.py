@@ -71,9 +71,11 @@ class SolveRequest(BaseModel):
     question: str = Field(min_length=1)
     strategy: str = "best_of_n"
     budget: int = Field(16, ge=1, le=4096)
+    budget_tokens: int | None = Field(None, ge=1)
     seed: int = 0
     suite: str = "arith"
     prm: str | None = None
+    aggregation: Literal["last", "min", "prod", "mean", "model"] = "last"
     value: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     max_tokens: int = Field(1024, ge=1)
