@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
 
 import pytest
 
@@ -14,7 +12,6 @@ from reason.core.errors import ReasonError
 from tasks.registry import resolve_model
 from reason.core.tree import Node, Tree
 from rewards.catalog import load_prm
-from rewards.scoring import NodeScorer
 from search.budget import Budget
 from reason.shortcuts import solve, solve_many
 from tasks.arith.problems import generate
@@ -306,125 +303,3 @@ def test_astar_pops_in_f_order(engine, problems):
         assert r.ledger.prefill_tokens == r.ledger.prompt_tokens
     assert correct(results, problems) >= correct(best_of_n, problems) - 1
     assert sum(r.ledger.generated_tokens for r in results) < sum(r.ledger.generated_tokens for r in best_of_n)
-
-
-@contextmanager
-def _recorded_scoring() -> Iterator[dict[int, list[tuple[list[Node], list[float]]]]]:
-    """Record every PRM scoring request, per tree: the nodes asked for (in order, repeats kept)
-    and the scores returned. A spy: the real scorer still does the work."""
-    calls: dict[int, list[tuple[list[Node], list[float]]]] = defaultdict(list)
-    real = NodeScorer.score_many
-
-    def score_many(self: NodeScorer, requests: list[tuple[Tree, list[Node]]]) -> list[list[float]]:
-        out = real(self, requests)
-        for (tree, nodes), scores in zip(requests, out):
-            calls[tree.uid].append((list(nodes), list(scores)))
-        return out
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(NodeScorer, "score_many", score_many)
-        yield calls
-
-
-def _weights(scores: list[float], temperature: float) -> list[float]:
-    """Particle weights: proportional to the PRM score's odds ** (1 / temperature), the score
-    clipped to [1e-4, 1 - 1e-4]."""
-    odds = [(p / (1 - p)) ** (1 / temperature) for p in (min(max(s, 1e-4), 1 - 1e-4) for s in scores)]
-    return [o / sum(odds) for o in odds]
-
-
-def _ess(weights: list[float]) -> float:
-    return 1 / sum(w * w for w in weights)
-
-
-@pytest.mark.parametrize("strategy", ["particle", "epf"])
-def test_particle_weights_normalise(engine, problems, strategy):
-    # A soft PRM (wrong steps score 0.3, right ones 0.9) and a high ESS threshold, so annealing
-    # stops at every rung of its temperature ladder on these problems, not only at the cap.
-    prm = load_prm("arith", high=0.9, low=0.3)
-    n, threshold, anneal_steps = 8, 0.9, 3
-    qs = [p.question for p in problems[:8]]
-    with _recorded_scoring() as calls:
-        results = solve_many(engine, qs, strategy=strategy, budget=n, prm=prm, ess_threshold=threshold, seed=9)
-    lookahead = 1 if strategy == "epf" else 0
-    collapsed = late_collapse = 0
-    rungs: set[float] = set()
-    for r in results:
-        assert r.info["particles"] == n
-        history, scored = r.info["history"], calls[r.tree.uid]
-        assert history and len(scored) == len(history) + 1  # one scoring per step, one at the end
-        pools = []
-        for t, ((nodes, scores), h) in enumerate(zip(scored, history)):
-            # The scored nodes are the step-t particles (depth t + 1, or finished earlier), with
-            # look-ahead each unfinished one's next greedy step instead.
-            assert len(nodes) == n
-            for e in nodes:
-                assert e.depth == t + 1 + lookahead or (e.finish_reason == "eos" and e.depth <= t + 1 + lookahead)
-            pools.append([e.parent if lookahead and e.depth == t + 2 else e for e in nodes])
-            temp = h["temperature"]
-            assert h["ess"] == pytest.approx(_ess(_weights(scores, temp)), rel=1e-9)
-            low_ess = _ess(_weights(scores, 1.0)) < threshold * n
-            collapsed += low_ess
-            if strategy == "particle" or t >= anneal_steps:  # annealing is off, or past its steps
-                assert temp == 1.0
-                late_collapse += low_ess
-            else:
-                # Doubled from 1 until the ESS reaches the threshold (at most 8): every lower rung
-                # of the ladder fell short, the one used did not (or is the cap).
-                assert temp in (1.0, 2.0, 4.0, 8.0)
-                assert temp == 8.0 or _ess(_weights(scores, temp)) >= threshold * n
-                assert all(_ess(_weights(scores, low)) < threshold * n for low in (1.0, 2.0, 4.0) if low < temp)
-                rungs.add(temp)
-        # Systematic resampling after every step: pool entry i is drawn floor or ceil of N * w_i
-        # times. The draws are the next step's parents (finished particles carry themselves) and,
-        # after the last step, the particles scored at the end.
-        for t, pool in enumerate(pools):
-            weights = _weights(scored[t][1], history[t]["temperature"])
-            if t + 1 < len(pools):
-                drawn = [e if e in pool else e.parent for e in pools[t + 1]]
-            else:
-                drawn = scored[-1][0]
-            assert len(drawn) == n and set(drawn) <= set(pool)
-            copies = Counter(drawn)
-            for node in set(pool):
-                share = [n * w for e, w in zip(pool, weights) if e is node]
-                assert sum(math.floor(x) for x in share) <= copies[node] <= sum(math.ceil(x) for x in share)
-        assert r.ledger.prefill_tokens == r.ledger.prompt_tokens
-    # The ESS fell below the threshold at T = 1 somewhere, also where annealing may not act.
-    assert collapsed and late_collapse
-    if strategy == "epf":
-        assert rungs == {1.0, 2.0, 4.0, 8.0}
-    else:  # seeded resampling: the same run again gives the same answers
-        again = solve_many(engine, qs, strategy=strategy, budget=n, prm=prm, ess_threshold=threshold, seed=9)
-        assert [r.text for r in again] == [r.text for r in results]
-
-
-def test_resampling_schemes():
-    import random
-
-    from search.particle import resample, softmax_weights
-
-    w = softmax_weights([0.9, 0.5, 0.1], 1.0)
-    assert abs(sum(w) - 1.0) < 1e-12 and w[0] > w[1] > w[2]
-    rng = random.Random(0)
-    sys_picks = resample(w, 1000, rng.random, "systematic")
-    assert abs(sys_picks.count(0) / 1000 - w[0]) < 0.01  # systematic: within 1/N of the weight
-    multi = resample(w, 20000, rng.random, "multinomial")
-    assert abs(multi.count(0) / 20000 - w[0]) < 0.02
-    with pytest.raises(ReasonError, match="^resampling:"):
-        resample(w, 3, rng.random, "stratified-ish")
-
-
-def test_particle_gibbs_keeps_its_reference(engine, problems):
-    prm = load_prm("arith")
-    qs = [p.question for p in problems[:6]]
-    results = solve_many(engine, qs, strategy="particle", budget=8, prm=prm, seed=4, iterations=2)
-    for r in results:
-        assert r.info["particles"] == 4 and r.info["iterations"] == 2
-        assert {h["iteration"] for h in r.info["history"]} == {0, 1}
-        [ref] = r.info["references"]
-        # The conditional sweep carries the reference path to its end: it is among the final particles.
-        assert ref in [c.node_id for c in r.candidates]
-        assert r.tree.node(ref).finish_reason == "eos"
-    with pytest.raises(ReasonError, match="^iterations:"):
-        solve_many(engine, qs[:1], strategy="particle", budget=8, prm=prm, iterations=8)
