@@ -89,6 +89,16 @@ def test_context_merges_samples_for_every_request(engine):
     assert merged.tree.ledger.unique_tree_tokens + merged.tree.ledger.merged_tokens == apart.tree.ledger.unique_tree_tokens
 
 
+def test_a_state_key_merges_steps_that_differ_in_form(engine):
+    runner = Runner(engine)
+    # A deliberately coarse key: steps with the same first character are one state.
+    ctx = runner.context("17*3+4*9\n", seed=2, state_key=lambda text: text.strip()[:1])
+    [got] = runner.run([ctx.expand(ctx.tree.root, 10, Stop(strings=("\n\n",)), Sampling(temperature=1.5))])
+    kids = ctx.tree.root.children
+    assert len({c.text.strip()[:1] for c in kids}) == len(kids)
+    assert sum(c.count for c in kids) == 10 and Counter(got) == {c: c.count for c in kids}
+
+
 def _siblings_distinct(tree: Tree) -> bool:
     return all(len({tuple(c.token_ids) for c in n.children}) == len(n.children) for n in tree)
 
