@@ -34,7 +34,7 @@ BAD = {
     "astar": [("g", 3), ("max_expansions", 0)],
     "mcts": [("c_puct", "x"), ("widen_alpha", 0.0)],
     "particle": [("anneal", "yes"), ("ess_threshold", 1.5)],
-    "epf": [("resampling", "stratified"), ("anneal_factor", 1.0)],
+    "epf": [("resampling", "stratified"), ("anneal_phase", 1.5)],
     "treepo": [("first_divergence", "a"), ("top_p", 0)],
 }
 

@@ -68,31 +68,42 @@ class ArithPRM(ProcessRewardModel):
         out: list[bool] = []
         on_track = True
         for step in steps:
-            ok = False
-            if on_track:
-                m = _STEP.match(step)
-                a_m = _ANSWER.match(step)
-                if m and not isinstance(expr, Num):
-                    a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-                    options = reducible(expr)
-                    first = canonical(expr)
-                    ordered = ([first] if first is not None else []) + [o for o in options if o is not first]
-                    match = next(
-                        (o for o in ordered if o.op == op and o.left.value == a and o.right.value == b),  # type: ignore[union-attr]
-                        None,
-                    )
-                    if match is not None:
-                        try:
-                            ok = apply(op, a, b, "step") == c
-                        except ReasonError:
-                            ok = False
-                        if ok:
-                            expr = replace(expr, match, c)
-                elif a_m:
-                    ok = isinstance(expr, Num) and expr.value == int(a_m.group(1))
+            # A step may hold several lines (a whole solution scored as one step): it is correct
+            # when every line is.
+            ok = True
+            for line in [part for part in step.splitlines() if part.strip()] or [step]:
+                good = on_track and ok
+                if good:
+                    good, expr = self._line(expr, line)
+                ok = ok and good
             on_track = on_track and ok
             out.append(ok)
         return out
+
+    @staticmethod
+    def _line(expr, line: str):
+        """Whether one line is a correct step (or final answer) of ``expr``, and the expression after it."""
+        m = _STEP.match(line)
+        a_m = _ANSWER.match(line)
+        if m and not isinstance(expr, Num):
+            a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            options = reducible(expr)
+            first = canonical(expr)
+            ordered = ([first] if first is not None else []) + [o for o in options if o is not first]
+            match = next(
+                (o for o in ordered if o.op == op and o.left.value == a and o.right.value == b),  # type: ignore[union-attr]
+                None,
+            )
+            if match is None:
+                return False, expr
+            try:
+                ok = apply(op, a, b, "step") == c
+            except ReasonError:
+                return False, expr
+            return ok, (replace(expr, match, c) if ok else expr)
+        if a_m:
+            return isinstance(expr, Num) and expr.value == int(a_m.group(1)), expr
+        return False, expr
 
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> StepScores:
         scores = [[self.high if ok else self.low for ok in self.check(q, steps)] for q, steps in items]
