@@ -13,9 +13,10 @@ aggregated score of the path ``s`` (the scorer's aggregation: last, min, prod, m
 
   - ``"weight"`` (default): the beam is the top ``K`` unfinished samples (all of them when fewer
     are left), one entry per sample; a node that fills ``c`` of those slots draws ``c * M``
-    samples. This is beam search over the
-    unmerged samples, with identical beams expanded as one node: a step the policy repeats keeps
-    its weight.
+    samples. This is beam search over the unmerged samples, with identical beams expanded as one
+    node: a step the policy repeats keeps its weight. Among samples of equal score the slots go
+    round robin (the ``j``-th sample of a node ranks after the first ``j`` of every other node
+    with that score, older nodes first), so a tie is not settled wholly by node age.
   - ``"filter"``: search-and-learn's ``filter_duplicates``: the beam is the top ``K`` *distinct*
     nodes, refilled from the next-best distinct candidates, so it holds ``B = min(K, #distinct)``
     nodes; the ``K * M`` samples are shared out over them, ``K * M // B`` each and one more for
@@ -148,8 +149,13 @@ async def _beam_of(ctx: SearchContext, candidates: list[Node], keep: int, width:
     if duplicates == "filter":
         top = sorted(live, key=lambda c: (-scores[c], c.id))[:keep]
         return dict(zip(top, _shares(keep * width, len(top))))
-    slots = Counter(sorted(entries, key=lambda c: (-scores[c], c.id))[:keep])
-    return {node: c * width for node, c in slots.items()}
+    copy = Counter()
+    ranked = []
+    for c in entries:  # the j-th sample of a node ranks after the first j of every equal-scored one
+        ranked.append((-scores[c], copy[c], c.id, c))
+        copy[c] += 1
+    slots = Counter(c for *_, c in sorted(ranked)[:keep])
+    return {node: c * width for node, c in sorted(slots.items(), key=lambda x: (-scores[x[0]], x[0].id))}
 
 
 @strategies.register("beam", options=BeamOptions)

@@ -1,6 +1,7 @@
-"""Beam search and DVTS on the bundled arith model: distinct beams refilled to their width, the
-final completion of unfinished beams, votes that count multiplicity, DVTS's one PRM call per
-iteration and all finished samples of a subtree's last expansion, token budgets, seeding."""
+"""Beam search and DVTS on the bundled arith model: each state expanded once (a repeated state
+weighted, or the beam refilled with distinct states), look-ahead ranking, the final completion of
+unfinished beams, votes that count multiplicity, DVTS subtrees choosing among their own samples
+scored in one PRM call per iteration, token budgets, seeding."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from reason.core.engine.hf import HFEngine
 from reason.core.tree import Node, Tree
 from reason.shortcuts import solve, solve_many
 from rewards.catalog import load_prm
-from rewards.scoring import NodeScorer
+from rewards.scoring import NodeScorer, question_of, split_steps
 from tasks.arith.problems import generate
-from tasks.registry import resolve_model
+from tasks.registry import get_domain, resolve_model
+
+DELIMITER = get_domain("arith").delimiter
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def recorded_scoring() -> Iterator[dict[int, list[list[Node]]]]:
 @contextmanager
 def recorded_expansions() -> Iterator[dict[int, dict[int, list[Node]]]]:
     """Record what every expansion returned (one entry per sample), per tree and node id (a spy:
-    the context still does the work). A node expanded twice would show its second request only."""
+    the context still does the work); a node expanded twice fails the search."""
     drawn: dict[int, dict[int, list[Node]]] = defaultdict(dict)
     real = SearchContext.expand
 
@@ -93,10 +96,12 @@ def expected_beam(candidates: list[Node], keep: int, width: int, duplicates: str
         top = sorted(live, key=rank)[:keep]
         total = keep * width
         return top, [total // len(top) + (i < total % len(top)) for i in range(len(top))]
-    # weight: the best `keep` samples (a node counts once per sample), a node's slots times width
-    entries = sorted((c for c in live for _ in range(c.count)), key=rank)[:keep]
-    slots = Counter(entries)
-    return list(slots), [c * width for c in slots.values()]
+    # weight: the best `keep` samples (a node counts once per sample; among equal scores the j-th
+    # sample of a node comes after the first j of the others), a node's slots times width
+    entries = sorted(((c, j) for c in live for j in range(c.count)), key=lambda e: (rank(e[0])[0], e[1], e[0].id))
+    slots = Counter(c for c, _ in entries[:keep])
+    beam = sorted(slots, key=rank)
+    return beam, [slots[c] * width for c in beam]
 
 
 @pytest.mark.parametrize("duplicates", ["weight", "filter"])
@@ -132,6 +137,38 @@ def test_beam_expands_distinct_states_once(engine, problems, prm, greedy, duplic
     assert correct(results, problems) >= correct(greedy, problems)
 
 
+def top_samples(entries: dict[Node, int], score: dict[Node, float], keep: int) -> list[Node]:
+    """The distinct unfinished nodes among the best ``keep`` samples (``entries[c]`` samples of node
+    ``c``; the j-th sample of a node after the first j of equal-scored ones), best first."""
+    ranked = sorted(((c, j) for c, k in entries.items() if not c.finished for j in range(k)),
+                    key=lambda e: (-score[e[0]], e[1], e[0].id))
+    return sorted({c for c, _ in ranked[:keep]}, key=lambda c: (-score[c], c.id))
+
+
+def test_beam_lookahead_ranks_by_the_greedy_step_after(engine, problems, prm):
+    n, width = 8, 2
+    keep = n // width
+    results = solve_many(engine, [p.question for p in problems[:4]], strategy="beam", budget=n, prm=prm,
+                         width=width, lookahead=1, seed=2)
+    decided_by_lookahead = 0
+    for r in results:
+        tree = r.tree
+        assert_distinct_siblings(tree)
+        # The step's samples per node: a beam node's children, less the greedy look-ahead child
+        # (made first, so its oldest) when no sample repeated it.
+        entries = {c: c.count for c in tree.root.children}
+        for ids in r.info["beams"]:
+            live = [c for c in entries if not c.finished]
+            ahead = {c: c.children[0].scores["arith"] for c in live}  # every live candidate looked ahead
+            mine = {c: prm.score(question_of(tree), split_steps(tree.text(c), DELIMITER))[-1] for c in live}
+            by_ahead, by_own = top_samples(entries, ahead, keep), top_samples(entries, mine, keep)
+            assert [tree.node(i) for i in ids] == by_ahead
+            decided_by_lookahead += set(by_own) != set(by_ahead)
+            entries = {c: c.count - (c is b.children[0]) for b in map(tree.node, ids) for c in b.children}
+            entries = {c: k for c, k in entries.items() if k}
+    assert decided_by_lookahead  # ranking by the candidates' own scores would have kept others
+
+
 def test_beam_completes_unfinished_beams(engine, problems, prm):
     qs = [p.question for p in problems[:6]]
     results = solve_many(engine, qs, strategy="beam", budget=8, prm=prm, max_steps=2, seed=5)
@@ -150,20 +187,19 @@ def test_beam_completes_unfinished_beams(engine, problems, prm):
     assert completed > 0
 
 
-@pytest.mark.parametrize("select", ["majority", "weighted"])
-def test_beam_and_dvts_vote_with_multiplicity(engine, problems, prm, select):
-    qs = [p.question for p in problems[:8]]
+@pytest.mark.parametrize(("strategy", "select"), [("beam", "majority"), ("dvts", "weighted")])
+def test_votes_count_multiplicity(engine, problems, prm, strategy, select):
+    qs = [p.question for p in problems[:6]]
     repeated = 0
-    for strategy in ("beam", "dvts"):
-        for r in solve_many(engine, qs, strategy=strategy, budget=8, prm=prm, select=select, seed=3):
-            weight: dict[str | None, float] = defaultdict(float)
-            for c in r.candidates:
-                # A candidate stands for every sample that produced its node.
-                assert c.count == r.tree.node(c.node_id).count
-                repeated += c.count > 1
-                if c.answer is not None:
-                    weight[c.answer] += c.count * (1.0 if select == "majority" else c.score)
-            assert weight[r.answer] == pytest.approx(max(weight.values()))
+    for r in solve_many(engine, qs, strategy=strategy, budget=8, prm=prm, select=select, seed=3):
+        weight: dict[str | None, float] = defaultdict(float)
+        for c in r.candidates:
+            # A candidate stands for every sample that produced its node.
+            assert c.count == r.tree.node(c.node_id).count
+            repeated += c.count > 1
+            if c.answer is not None:
+                weight[c.answer] += c.count * (1.0 if select == "majority" else c.score)
+        assert weight[r.answer] == pytest.approx(max(weight.values()))
     assert repeated
 
 
