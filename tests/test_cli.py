@@ -106,8 +106,10 @@ def test_solve_on_the_bundled_model():
     res = run("solve", "12+3*4", "--budget", "4", "--json", "--show-tree")
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert data["strategy"] == "best_of_n" and len(data["candidates"]) == 4
-    assert len(data["tree"]["nodes"]) == 5
+    # Identical samples are one merged candidate whose count says how many samples it stands for.
+    assert data["strategy"] == "best_of_n" and sum(c["count"] for c in data["candidates"]) == 4
+    assert len(data["tree"]["nodes"]) == 1 + len(data["candidates"])
+    assert [n["count"] for n in data["tree"]["nodes"][1:]] == [c["count"] for c in data["candidates"]]
     readable = run("solve", "12+3*4", "--strategy", "greedy", "--show-tree")
     assert readable.exit_code == 0 and "answer:" in readable.output and "[0] 12+3*4" in readable.output
     for args, field in ((["--strategy", "nope"], "strategy"), (["--budget", "0"], "budget"), (["--prm", "qwen=/no/such"], "prm")):
@@ -120,7 +122,7 @@ def test_solve_strategy_options():
               "-o", "first_divergence=[2,4]", "-o", "policy=low_prob", "--json", "--show-tree")
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert len(data["candidates"]) == 8 and 2 <= data["info"]["first_divergence"] <= 4
+    assert sum(c["count"] for c in data["candidates"]) == 8 and 2 <= data["info"]["first_divergence"] <= 4
     assert all(len(n["token_ids"]) == 4 for n in data["tree"]["nodes"] if n["finish_reason"] == "segment")
     for option, field in (("foo=1", "option"), ("segment_tokens", "option"), ("policy=sideways", "policy")):
         bad = run("solve", "12+3*4", "--strategy", "treepo", "-o", option)
