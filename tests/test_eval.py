@@ -168,7 +168,7 @@ def test_math_suite_end_to_end_with_a_tiny_checkpoint(tmp_path):
     problems = load_suite("math500", limit=3)
     for r in records:
         assert r.gold == next(p.answer for p in problems if p.id == r.id)
-        assert len(r.candidates) == r.budget and r.correct is False
+        assert sum(c.count for c in r.candidates) == r.budget and r.correct is False
         assert r.ledger["generated_tokens"] <= 12 * r.budget
     aime = run("eval", "--suite", "aime25", "--model", str(ckpt), "--budget", "1", "--limit", "2", "--max-tokens", "8",
                "-o", "select=majority", "--out", str(tmp_path / "aime.jsonl"))
