@@ -42,7 +42,7 @@ def dry_run(group: int = 8) -> None:
 
 
     engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
-    actor = LocalEngineActor(engine)
+    actor = LocalEngineActor(engine, logprobs_mode="processed_logprobs")  # as OpenRLHF sets vLLM up
     executor = TreeAgentExecutor(verifier="arith", segment_tokens=8, first_divergence=2)
     problem = generate(2, 1, seed=4)[0]
 
