@@ -1,5 +1,6 @@
-"""Strategy options that change what a search does: best-of-N's weighted vote and beam look-ahead,
-checked against a recomputation from the recorded candidates and tree (bundled arith model)."""
+"""Strategy options that change what a search does: best-of-N's weighted vote, checked against a
+recomputation from the recorded candidates (bundled arith model; beam look-ahead is checked in
+tests/test_search_beam.py)."""
 
 from __future__ import annotations
 
