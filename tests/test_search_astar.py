@@ -144,19 +144,18 @@ def test_astar_expands_each_state_once_with_redraws(runs):
     redrawn = 0
     for r in results:
         tree, info = r.tree, r.info
-        _, f, _ = replay(tree, info["popped"])
         # Group the requests into expansions: a node's requests come in one run, never again later.
-        runs_: list[tuple[Node, list[list[Node]]]] = []
+        expansions: list[tuple[Node, list[list[Node]]]] = []
         for node, out in requests[tree.uid]:
-            if runs_ and runs_[-1][0] is node:
-                runs_[-1][1].append(out)
+            if expansions and expansions[-1][0] is node:
+                expansions[-1][1].append(out)
             else:
-                runs_.append((node, [out]))
+                expansions.append((node, [out]))
         if not info["goals"]:
-            runs_ = runs_[:-1]  # the greedy completion of the best open node
-        assert [n.id for n, _ in runs_] == info["expanded"]  # each expanded node once
-        assert len({path_tokens(tree, n) for n, _ in runs_}) == len(runs_)
-        for (node, draws), drawn in zip(runs_, info["draws"]):
+            expansions = expansions[:-1]  # the greedy completion of the best open node
+        assert [n.id for n, _ in expansions] == info["expanded"]  # each expanded node once
+        assert len({path_tokens(tree, n) for n, _ in expansions}) == len(expansions)
+        for (node, draws), drawn in zip(expansions, info["draws"]):
             assert all(len(d) == K for d in draws) and drawn == K * len(draws) <= K * 17
             assert sum(c.count for c in node.children) == drawn
             seen: set[Node] = set()
