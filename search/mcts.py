@@ -104,8 +104,8 @@ class MCTSOptions(StrategyOptions):
     evaluate: Evaluation | None = None
     simulations: Positive | None = None
     children: Positive = 3
-    widen_alpha: PositiveFloat | None = 0.5
-    c_puct: Annotated[float, Field(ge=0.0, strict=True)] = 1.5
+    widen_alpha: PositiveFloat | None = 1.0
+    c_puct: Annotated[float, Field(ge=0.0, strict=True)] = 1.0
     prior: Prior = "counts"
     temperature: Temperature = 0.8
     choose: Choice = "prm"
@@ -417,8 +417,8 @@ async def mcts(
     evaluate: Evaluation | None = None,
     simulations: int | None = None,
     children: int = 3,
-    widen_alpha: float | None = 0.5,
-    c_puct: float = 1.5,
+    widen_alpha: float | None = 1.0,
+    c_puct: float = 1.0,
     prior: Prior = "counts",
     temperature: float = 0.8,
     choose: Choice = "prm",

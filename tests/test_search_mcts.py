@@ -147,32 +147,58 @@ def test_policy_priors_renormalise_the_step_probabilities(engine, questions):
 
 def test_same_seed_same_tree(engine, questions):
     prm = load_prm("arith")
-    runs = [solve_many(engine, questions, strategy="mcts", budget=4, prm=prm, seed=2, widen_alpha=1.0)
-            for _ in range(2)]
+    runs = [solve_many(engine, questions, strategy="mcts", budget=4, prm=prm, seed=2) for _ in range(2)]
     for a, b in zip(*runs):
         assert a.tree.to_dict()["nodes"] == b.tree.to_dict()["nodes"]
         assert a.answer == b.answer
-    other = solve_many(engine, questions, strategy="mcts", budget=4, prm=prm, seed=9, widen_alpha=1.0)
+    other = solve_many(engine, questions, strategy="mcts", budget=4, prm=prm, seed=9)
     assert [r.tree.to_dict()["nodes"] for r in other] != [r.tree.to_dict()["nodes"] for r in runs[0]]
 
 
-@pytest.mark.parametrize("evaluate", ["prm", "rollout"])
-def test_token_budget_is_respected(engine, questions, evaluate):
-    results = solve_many(engine, questions, strategy="mcts", budget=16, budget_tokens=60, prm=load_prm("arith"),
+@pytest.mark.parametrize(("evaluate", "tokens"), [("prm", 60), ("rollout", 60), ("prm", 2)])
+def test_token_budget_is_respected(engine, questions, evaluate, tokens):
+    results = solve_many(engine, questions, strategy="mcts", budget=16, budget_tokens=tokens, prm=load_prm("arith"),
                          seed=1, evaluate=evaluate)
     for r in results:
-        assert r.ledger.generated_tokens <= 60
+        assert r.ledger.generated_tokens <= tokens
         assert r.info["stop"] in ("token_budget", "budget")
         _check_accounting(r.tree)
+        if tokens == 2:  # no step fits: the root's first draw got nothing, the answer is a 2-token stub
+            assert not _mcts_nodes(r.tree)[1:] and len(r.candidates) == 1
 
 
-def test_choices(engine, questions):
+def _q(node: Node) -> float:
+    return stats(node)["W"] / stats(node)["N"] if stats(node)["N"] else -1.0
+
+
+def _expected_pick(tree: Tree, choose: str) -> Node:
+    """The documented final choice: the best-scored finished node (ties: visits, then older), or
+    for ``visits`` / ``value`` the leaf reached by following the most visited / highest-Q children
+    when it is finished."""
+    done = [n for n in _mcts_nodes(tree) if n.finished]
+    best = max(done, key=lambda n: (n.scores["arith"], stats(n)["N"], -n.id))
+    if choose == "prm":
+        return best
+    rank = (lambda c: (stats(c)["N"], _q(c), -c.id)) if choose == "visits" else (lambda c: (_q(c), stats(c)["N"], -c.id))
+    node = tree.root
+    while kids := _kids(node):
+        node = max(kids, key=rank)
+    return node if node.finished else best
+
+
+def test_final_choice(engine, questions):
     prm = load_prm("arith")
     for choose in ("prm", "visits", "value"):
         for r in solve_many(engine, questions, strategy="mcts", budget=4, prm=prm, seed=3, choose=choose,
                             simulations=6):
-            assert r.info["simulations"] <= 6
-            best = max(c.score for c in r.candidates)
-            picked = next(c for c in r.candidates if c.text == r.text)
-            if choose == "prm":
-                assert picked.score == best
+            assert r.info["simulations"] <= 6 and r.info["stop"] in ("simulations", "closed")
+            assert r.text == r.tree.text(_expected_pick(r.tree, choose))
+            assert sorted(c.count for c in r.candidates) == sorted(n.count for n in _mcts_nodes(r.tree) if n.finished)
+
+
+def test_without_widening_each_node_is_sampled_once(engine, questions):
+    results = solve_many(engine, questions, strategy="mcts", budget=8, prm=load_prm("arith"), seed=3,
+                         widen_alpha=None, children=2)
+    for r in results:
+        assert {stats(n)["M"] for n in _mcts_nodes(r.tree)} <= {0, 2}
+        _check_accounting(r.tree)
