@@ -11,7 +11,6 @@ and skipped; the notes are on the returned list's ``skipped``.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from reason.core.errors import ReasonError
 from rewards.graders import extract_boxed
 from search.domain import Domain, Problem
 from tasks.registry import Task, tasks
-from tasks.suite_files import SuiteProblems, read_jsonl
+from tasks.suite_files import SuiteProblems, problem_and_answer, read_jsonl
 
 DATA = Path(__file__).parent / "data"
 HUB = {"math500": ("HuggingFaceH4/MATH-500", "test"), "aime24": ("HuggingFaceH4/aime_2024", "train"),
@@ -29,15 +28,7 @@ HUB = {"math500": ("HuggingFaceH4/MATH-500", "test"), "aime24": ("HuggingFaceH4/
 
 def normalise(row: dict[str, Any], suite: str, position: int) -> Problem:
     """A :class:`Problem` from one row; a ValueError names what is missing."""
-    if not isinstance(row, dict):
-        raise ValueError("the row is not a JSON object")
-    problem = row.get("problem", row.get("question"))
-    if not isinstance(problem, str) or not problem.strip():
-        raise ValueError("no 'problem'")
-    answer = row.get("answer")
-    if answer is None or not str(answer).strip():
-        raise ValueError("no 'answer'")
-    answer = str(answer).strip()
+    problem, answer = problem_and_answer(row)
     if suite.startswith("aime") and re.fullmatch(r"[+-]?\d+", answer):
         answer = str(int(answer))
     ident = row.get("unique_id", row.get("id"))

@@ -20,6 +20,20 @@ class SuiteProblems(list):
         self.skipped: list[str] = skipped or []
 
 
+def problem_and_answer(row: Any) -> tuple[str, str]:
+    """The ``problem`` (or ``question``) and ``answer`` texts of a row in the MATH-500 schema; a
+    ValueError names what is missing."""
+    if not isinstance(row, dict):
+        raise ValueError("the row is not a JSON object")
+    problem = row.get("problem", row.get("question"))
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError("no 'problem'")
+    answer = row.get("answer")
+    if answer is None or not str(answer).strip():
+        raise ValueError("no 'answer'")
+    return problem, str(answer).strip()
+
+
 def read_jsonl(path: Path, make: Callable[[Any, int], Problem]) -> SuiteProblems:
     """Every well-formed row of ``path`` as ``make(row, position)`` makes it; a row that is not JSON,
     or that ``make`` refuses with a ValueError or :class:`ReasonError`, is noted (``path:line: why``)

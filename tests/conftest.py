@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from reason.core.engine.hf import HFEngine
 from reason.core.tiny import build_model, build_tokenizer
+from tasks.arith.problems import generate
+from tasks.registry import resolve_model
 
 torch.set_num_threads(2)
 
@@ -24,3 +27,15 @@ def models(tokenizer):
 @pytest.fixture
 def llama(models):
     return models["llama"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """The bundled arith policy on CPU, one per test module (modules never share its cache or ledger)."""
+    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def problems():
+    """16 held-out level-3 arith problems (seed 11)."""
+    return generate(3, 16, seed=11)

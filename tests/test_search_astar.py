@@ -11,29 +11,16 @@ from contextlib import contextmanager
 import pytest
 
 from reason.core.context import SearchContext
-from reason.core.engine.hf import HFEngine
 from reason.core.tree import Node, Tree
 from reason.shortcuts import solve, solve_many
 from rewards.base import StepScores
 from rewards.catalog import load_prm
 from search.astar import score_drops
 from tasks.arith.scorers import ArithPRM
-from tasks.arith.problems import generate
-from tasks.registry import resolve_model
 
 K = 4
 N = 8
 SPEND = {"exact": 0.5, "late": 1.0}
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return generate(3, 16, seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,10 @@ from collections import Counter
 
 import pytest
 
-from reason.core.engine.hf import HFEngine
 from reason.core.errors import ReasonError
-from tasks.registry import resolve_model
 from rewards.catalog import load_prm
 from search.budget import Budget
 from reason.shortcuts import solve, solve_many
-from tasks.arith.problems import generate
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return generate(3, 16, seed=11)
 
 
 @pytest.fixture(scope="module")

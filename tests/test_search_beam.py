@@ -12,25 +12,13 @@ from contextlib import contextmanager
 import pytest
 
 from reason.core.context import SearchContext
-from reason.core.engine.hf import HFEngine
 from reason.core.tree import Node, Tree
 from reason.shortcuts import solve, solve_many
 from rewards.catalog import load_prm
 from rewards.scoring import NodeScorer, question_of, split_steps
-from tasks.arith.problems import generate
-from tasks.registry import get_domain, resolve_model
+from tasks.registry import get_domain
 
 DELIMITER = get_domain("arith").delimiter
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return generate(3, 16, seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 
 from reason.core.context import Runner
 from reason.core.engine.base import Sampling, Stop
-from reason.core.engine.hf import HFEngine
 from reason.core.tree import Node, Tree
 from reason.shortcuts import solve_many
 from rewards.catalog import load_prm, load_value
@@ -16,12 +15,7 @@ from rewards.scoring import NodeScorer
 from search.budget import Budget
 from search.mcts import _Search, priors, stats
 from tasks.arith.problems import generate
-from tasks.registry import get_domain, resolve_model
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+from tasks.registry import get_domain
 
 
 @pytest.fixture(scope="module")

@@ -6,26 +6,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import pytest
 
-from reason.core.engine.hf import HFEngine
-from tasks.registry import resolve_model
 from rewards.catalog import load_prm
 from reason.shortcuts import solve_many
-from tasks.arith.problems import generate
 from tasks.registry import get_domain
 
 DELIMITER = get_domain("arith").delimiter
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return generate(3, 16, seed=11)
 
 
 def _first_max(answers: list[str | None], weight: dict[str, float]) -> str:

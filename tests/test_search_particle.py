@@ -14,7 +14,6 @@ from itertools import pairwise
 import pytest
 
 from reason.core.context import SearchContext
-from reason.core.engine.hf import HFEngine
 from reason.core.errors import ReasonError
 from reason.core.tree import Tree
 from reason.shortcuts import solve, solve_many
@@ -28,12 +27,6 @@ from search.particle import (
     softmax_weights,
 )
 from tasks.arith.problems import generate
-from tasks.registry import resolve_model
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")

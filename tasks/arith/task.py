@@ -22,7 +22,7 @@ from tasks.arith.problems import (
 )
 from tasks.arith.scorers import ArithPRM, ArithVerifier, final_answer
 from tasks.registry import Task, tasks
-from tasks.suite_files import SuiteProblems, read_jsonl
+from tasks.suite_files import SuiteProblems, problem_and_answer, read_jsonl
 
 HERE = Path(str(files("tasks.arith")))
 BUNDLED = {"policy": HERE / "model", "value": HERE / "value"}
@@ -72,17 +72,10 @@ def arith_problem(question: str) -> Problem:
 
 def file_problem(row: Any, position: int) -> Problem:
     """A :class:`Problem` from one JSONL row (see :func:`arith_suite`); a ValueError says what is wrong."""
-    if not isinstance(row, dict):
-        raise ValueError("the row is not a JSON object")
-    question = row.get("problem", row.get("question"))
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("no 'problem'")
-    answer = row.get("answer")
-    if answer is None or not str(answer).strip():
-        raise ValueError("no 'answer'")
+    question, answer = problem_and_answer(row)
     p = make_problem(question.strip())
-    if str(answer).strip() != str(p.answer):
-        raise ValueError(f"answer {str(answer).strip()!r} is not the value of {p.question!r} ({p.answer})")
+    if answer != str(p.answer):
+        raise ValueError(f"answer {answer!r} is not the value of {p.question!r} ({p.answer})")
     ident = row.get("unique_id", row.get("id"))
     level = row.get("level")
     if level is not None and (not isinstance(level, int) or isinstance(level, bool)):
