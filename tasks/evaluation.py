@@ -6,6 +6,11 @@ A run is fixed by its :class:`EvalConfig`; its hash goes into every record, so a
 config. ``shard=(i, n)`` takes the problems whose position in the suite is ``i`` modulo ``n``; each
 problem's seed depends only on the run's seed and the problem's id, so shards merged with
 :func:`merge_runs` equal the unsharded run record for record.
+
+One process writes a run file at a time: :func:`run_lock` (taken by :func:`evaluate` and
+:func:`merge_runs`) holds an ``flock`` on it, and a second writer is refused at once. A problem whose
+prompt does not fit in the model's context is recorded as failed (``error`` says why), so the run
+goes on and a rerun skips it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,11 @@ from reason.core.seeding import derive_seed
 from rewards.base import VerifyItem
 from search.domain import Problem
 from search.solve import check_options, solve_problems
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 
 class EvalConfig(BaseModel):
@@ -93,6 +105,7 @@ class EvalRecord(BaseModel):
     level: int | str | None = None
     subject: str | None = None
     text: str = ""
+    error: str | None = None  # set when the problem could not run (e.g. its prompt overflows the context)
 
     def key(self) -> tuple[int, str]:
         """What identifies the record within a run."""
@@ -127,6 +140,62 @@ def parse_budgets(spec: str | Sequence[int]) -> list[int]:
     if not budgets or any(b < 1 for b in budgets):
         raise ReasonError("budget", f"every budget must be at least 1 (got {spec!r})", "write e.g. --budget 1,4,16")
     return budgets
+
+
+_held: dict[tuple[int, int], list[int]] = {}  # run files this process has locked: (device, inode) -> [depth, fd]
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def run_lock(path: str | Path) -> Iterator[None]:
+    """Hold the writer's lock of run file ``path`` (created if absent) while the block runs.
+
+    The lock is an exclusive ``flock`` on the file itself, so the kernel drops it when its holder
+    exits, even on ``kill -9`` (a resume then takes it again). If another process holds it this is a
+    one-line error at once, not a wait. Re-entrant within one process. A file this call created and
+    that is still empty at the end is removed, so a run that fails before its first record leaves
+    no empty file behind."""
+    path = Path(path)
+    existed = path.exists()
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ReasonError("out", f"cannot open {path} ({exc.strerror})", "give a writable file path") from None
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        with _held_guard:
+            if key in _held:  # this process holds it already (the CLI locks before evaluate does)
+                _held[key][0] += 1
+                os.close(fd)
+                break
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise ReasonError("out", f"{path} is being written by another running reason eval",
+                                  "wait for it to finish (a rerun then resumes the file), or give another --out") from None
+        try:  # the holder before us may have removed the file: then lock the one now at the path
+            now = os.stat(path)
+            current = (now.st_dev, now.st_ino) == key
+        except FileNotFoundError:
+            current = False
+        if current:
+            with _held_guard:
+                _held[key] = [1, fd]
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with _held_guard:
+            _held[key][0] -= 1
+            owner_fd = _held.pop(key)[1] if _held[key][0] == 0 else -1
+        if owner_fd >= 0:
+            if not existed and os.fstat(owner_fd).st_size == 0:
+                path.unlink(missing_ok=True)  # still locked, so no writer is using it
+            os.close(owner_fd)
 
 
 def read_records(path: str | Path, config_hash: str | None = None) -> list[EvalRecord]:
@@ -167,8 +236,22 @@ def evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budge
              on_record: Callable[[EvalRecord], None] | None = None) -> list[EvalRecord]:
     """Run ``config.strategy`` on ``problems`` at each budget; return every record of the run (those
     found in ``out`` and the new ones). Each record is appended to ``out`` and flushed as soon as
-    its problem finishes, and handed to ``on_record``. ``batch_size`` problems search at once."""
+    its problem finishes, and handed to ``on_record``. ``batch_size`` problems search at once.
+    ``out`` is locked for the whole call (:func:`run_lock`). A problem whose prompt overflows the
+    model's context gets a failed record (``correct`` false, ``error`` saying why) and the rest run."""
     check_options(config.strategy, config.options, {"temperature": config.temperature})
+    if out is None:
+        return _evaluate(engine, problems, config, budgets, domain=domain, verifier=verifier, prm=prm, value=value,
+                         prompts=prompts, out=None, shard=shard, batch_size=batch_size, on_record=on_record)
+    with run_lock(out):
+        return _evaluate(engine, problems, config, budgets, domain=domain, verifier=verifier, prm=prm, value=value,
+                         prompts=prompts, out=out, shard=shard, batch_size=batch_size, on_record=on_record)
+
+
+def _evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budgets: Sequence[int], *, domain: Any,
+              verifier: Any, prm: Any, value: Any, prompts: Sequence[Any] | None, out: str | Path | None,
+              shard: tuple[int, int] | None, batch_size: int,
+              on_record: Callable[[EvalRecord], None] | None) -> list[EvalRecord]:
     digest = config.digest()
     indexed = list(enumerate(problems))
     if shard is not None:
@@ -176,33 +259,78 @@ def evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budge
     prompt_of = dict(enumerate(prompts)) if prompts is not None else None
     records = read_records(out, digest) if out is not None else []
     done = {r.key() for r in records}
+    too_long = {i: why for i, p in indexed if (why := overflow(engine, p, None if prompt_of is None else prompt_of[i]))}
     sink = open(out, "a", encoding="utf-8") if out is not None else None
+
+    def emit(record: EvalRecord) -> None:
+        if sink is not None:
+            sink.write(record.model_dump_json() + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+        records.append(record)
+        done.add(record.key())
+        if on_record is not None:
+            on_record(record)
+
+    def run(chunk: list[tuple[int, Problem]], budget: int) -> None:
+        def keep(k: int, result: Any) -> None:
+            index, problem = chunk[k]
+            emit(_record(result, problem, index, budget, config, digest, verifier))
+
+        try:
+            solve_problems(engine, [p for _, p in chunk], domain=domain, strategy=config.strategy, budget=budget,
+                           prm=prm, value=value, seeds=[problem_seed(config.seed, p.id) for _, p in chunk],
+                           prompts=None if prompt_of is None else [prompt_of[i] for i, _ in chunk],
+                           max_tokens=config.max_tokens, on_result=keep, temperature=config.temperature,
+                           aggregation=config.aggregation, budget_tokens=config.budget_tokens, **config.options)
+        except ReasonError as exc:
+            # A search that fills the context fails alone; the other problems of the chunk finished
+            # (the runner waits for them). Rerun the unfinished ones singly to tell which failed.
+            if exc.field != "node" or "context" not in exc.problem:
+                raise
+            if len(chunk) == 1:
+                index, problem = chunk[0]
+                emit(_failed(problem, index, budget, config, digest, f"the search stopped: {exc.problem}"))
+                return
+            for index, problem in chunk:
+                if (budget, problem.id) not in done:
+                    run([(index, problem)], budget)
+
     try:
         for budget in budgets:
             todo = [(i, p) for i, p in indexed if (budget, p.id) not in done]
+            for i, p in todo:
+                if i in too_long:
+                    emit(_failed(p, i, budget, config, digest, too_long[i]))
+            todo = [(i, p) for i, p in todo if i not in too_long]
             for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-
-                def keep(k: int, result: Any, chunk: list[tuple[int, Problem]] = chunk, budget: int = budget) -> None:
-                    index, problem = chunk[k]
-                    record = _record(result, problem, index, budget, config, digest, verifier)
-                    if sink is not None:
-                        sink.write(record.model_dump_json() + "\n")
-                        sink.flush()
-                        os.fsync(sink.fileno())
-                    records.append(record)
-                    if on_record is not None:
-                        on_record(record)
-
-                solve_problems(engine, [p for _, p in chunk], domain=domain, strategy=config.strategy, budget=budget,
-                               prm=prm, value=value, seeds=[problem_seed(config.seed, p.id) for _, p in chunk],
-                               prompts=None if prompt_of is None else [prompt_of[i] for i, _ in chunk],
-                               max_tokens=config.max_tokens, on_result=keep, temperature=config.temperature,
-                               aggregation=config.aggregation, budget_tokens=config.budget_tokens, **config.options)
+                run(todo[start:start + batch_size], budget)
     finally:
         if sink is not None:
             sink.close()
     return records
+
+
+def overflow(engine: Any, problem: Problem, prompt: Any = None) -> str | None:
+    """Why ``problem``'s prompt cannot run on ``engine`` (it fills the model's context), or None.
+    ``prompt`` defaults as :func:`search.solve.solve_problems` defaults it."""
+    limit = getattr(engine, "max_context", None)
+    if limit is None or not hasattr(engine, "tokenize_prompt"):
+        return None
+    if prompt is None:
+        chat = engine.has_chat_template()
+        prompt = [{"role": "user", "content": problem.question}] if chat else problem.prompt
+    size = len(engine.tokenize_prompt(prompt)[0])
+    if size < limit:
+        return None
+    return f"the prompt is {size} tokens, which fills the model's context ({limit} tokens)"
+
+
+def _failed(problem: Problem, index: int, budget: int, config: EvalConfig, digest: str, why: str) -> EvalRecord:
+    return EvalRecord(id=problem.id, index=index, budget=budget, label=config.label(), answer=None, gold=problem.answer,
+                      correct=False, candidates=[], ledger={}, seed=problem_seed(config.seed, problem.id),
+                      config_hash=digest, level=problem.meta.get("level"), subject=problem.meta.get("subject"),
+                      error=why)
 
 
 def _record(result: Any, problem: Problem, index: int, budget: int, config: EvalConfig, digest: str,
@@ -221,6 +349,11 @@ def _record(result: Any, problem: Problem, index: int, budget: int, config: Eval
 def merge_runs(paths: Iterable[str | Path], out: str | Path) -> list[EvalRecord]:
     """Join shard files of one run into ``out`` (sorted by budget and suite position); shards of
     different configs, or two different records for one problem and budget, are refused."""
+    with run_lock(out):
+        return _merge(paths, out)
+
+
+def _merge(paths: Iterable[str | Path], out: str | Path) -> list[EvalRecord]:
     merged: dict[tuple[int, str], EvalRecord] = {}
     digest = None
     for path in paths:

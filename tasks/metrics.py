@@ -5,10 +5,16 @@ the particles of one resampling lineage), plus breakdowns by level or subject.
 
 Records are :class:`tasks.evaluation.EvalRecord` (anything with ``budget``, ``correct``,
 ``candidates`` of ``answer``/``score``/``correct`` and a ``ledger`` dict works).
+
+Every figure counts each record key (config hash, budget, problem id) once, so a file that holds a
+problem twice (two runs appended to one file) is not counted double, and none depends on the order of
+the records: groups are sorted by key, subsamples are seeded per problem, and bootstrap intervals are
+seeded by the keys they cover.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import defaultdict
@@ -75,13 +81,44 @@ def ks_up_to(n: int) -> list[int]:
     return ks + [n] if n >= 1 else []
 
 
+def record_key(record: Any) -> tuple[str, int, str] | None:
+    """What identifies a record: its config hash, budget and problem id (None without an id)."""
+    ident = getattr(record, "id", None)
+    if ident is None:
+        return None
+    return str(getattr(record, "config_hash", "")), int(record.budget), str(ident)
+
+
+def unique(records: Sequence[Any]) -> list[Any]:
+    """``records`` with each key once (the first kept, as a resumed run keeps it); records without
+    an id are all kept."""
+    seen: set[tuple[str, int, str]] = set()
+    out = []
+    for r in records:
+        key = record_key(r)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(r)
+    return out
+
+
+def keyed_seed(seed: int, records: Sequence[Any]) -> int:
+    """A seed from ``seed`` and the records' keys (their order does not matter)."""
+    keys = sorted(repr(record_key(r)) for r in records)
+    return int(hashlib.sha256(f"{seed}|{'|'.join(keys)}".encode()).hexdigest()[:12], 16)
+
+
 def at_k(records: Sequence[Any], k: int, draws: int = 32, seed: int = 0,
          groups: Callable[[Any], Sequence[Any] | None] | None = None) -> dict[str, float]:
     """Mean majority@k, weighted@k and pass@k over ``records`` (problems with fewer than ``k``
-    candidates use all of theirs). Votes average ``draws`` seeded subsamples per problem."""
-    rng = random.Random(seed)
+    candidates use all of theirs). Votes average ``draws`` subsamples per problem, seeded by ``seed``
+    and the record's key (by its position for records without one)."""
     maj = wtd = hit = 0.0
-    for r in records:
+    for position, r in enumerate(records):
+        key = record_key(r)
+        rng = random.Random(f"{seed}|{key if key is not None else position}")
         cands = samples(r.candidates)
         n = len(cands)
         if n == 0:
@@ -101,8 +138,9 @@ def at_k(records: Sequence[Any], k: int, draws: int = 32, seed: int = 0,
 
 
 def bootstrap_ci(values: Sequence[float], reps: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampling problems)."""
-    vals = list(values)
+    """Percentile bootstrap interval of the mean of ``values`` (resampling problems); the values are
+    sorted first, so their order does not matter."""
+    vals = sorted(values)
     if not vals:
         return 0.0, 0.0
     rng = random.Random(seed)
@@ -114,10 +152,13 @@ def bootstrap_ci(values: Sequence[float], reps: int = 2000, seed: int = 0, level
 
 
 def by_budget(records: Sequence[Any]) -> dict[int, list[Any]]:
-    """Records grouped by budget, budgets ascending."""
+    """Records grouped by budget, budgets ascending, each key once (:func:`unique`), each group sorted
+    by problem id (records without an id last, in their order)."""
     out: dict[int, list[Any]] = defaultdict(list)
-    for r in records:
+    for r in unique(records):
         out[r.budget].append(r)
+    for group in out.values():
+        group.sort(key=lambda r: (record_key(r) is None, str(getattr(r, "id", ""))))
     return dict(sorted(out.items()))
 
 
@@ -133,7 +174,7 @@ def summarize(records: Sequence[Any], seed: int = 0) -> list[dict[str, Any]]:
             "budget": budget,
             "problems": len(group),
             "accuracy": sum(acc) / len(acc),
-            "ci": bootstrap_ci(acc, seed=seed),
+            "ci": bootstrap_ci(acc, seed=keyed_seed(seed, group)),
             **full,
             "tokens": sum(r.ledger.get("generated_tokens", 0) for r in group) / len(group),
             "prm_calls": sum(r.ledger.get("prm_calls", 0) for r in group) / len(group),
@@ -154,10 +195,11 @@ def breakdown(records: Sequence[Any], field: str = "level", seed: int = 0) -> di
     """Accuracy with its 95% interval per value of ``field`` (``level`` or ``subject``), per budget."""
     out: dict[Any, dict[str, Any]] = {}
     for budget, group in by_budget(records).items():
-        parts: dict[Any, list[float]] = defaultdict(list)
+        parts: dict[Any, list[Any]] = defaultdict(list)
         for r in group:
-            parts[getattr(r, field, None)].append(float(r.correct))
-        for value, acc in sorted(parts.items(), key=lambda kv: str(kv[0])):
+            parts[getattr(r, field, None)].append(r)
+        for value, part in sorted(parts.items(), key=lambda kv: str(kv[0])):
+            acc = [float(r.correct) for r in part]
             out[(budget, value)] = {"problems": len(acc), "accuracy": sum(acc) / len(acc),
-                                    "ci": bootstrap_ci(acc, seed=seed)}
+                                    "ci": bootstrap_ci(acc, seed=keyed_seed(seed, part))}
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -29,10 +30,15 @@ from tasks.evaluation import (
     parse_budgets,
     parse_shard,
     read_records,
+    run_lock,
 )
-from tasks.metrics import breakdown, curves, summarize
+from tasks.metrics import breakdown, curves, summarize, unique
 from tasks.prompts import build_prompt
 from tasks.registry import get_domain, load_suite
+
+
+MAX_FAILED_SHOWN = 10
+"""How many failed problems the summary lists one per line (the rest are counted; every record keeps its error)."""
 
 
 def _int_list(spec: str | None, field: str) -> list[int] | None:
@@ -94,6 +100,10 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
     extra = parse_options(options)
     check_options(strategy, extra, {"temperature": temperature})
     temperature = extra.pop("temperature", temperature)  # -o temperature=T is --temperature T
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ReasonError("temperature", f"must be a finite number >= 0 (got {temperature})", "use e.g. --temperature 0.8")
+    if max_tokens < 1:
+        raise ReasonError("max-tokens", f"must be at least 1 (got {max_tokens})", "use e.g. --max-tokens 1024")
     if batch_size < 1:
         raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
     name = suite.partition(":")[0]
@@ -112,6 +122,9 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
     skipped = getattr(problems, "skipped", [])
     for note in skipped:
         click.echo(f"skipped {note}", err=True)
+    if not problems:
+        raise ReasonError("suite", f"{suite} has no problems left after the filters" + (f" in {data}" if data else ""),
+                          "check --data, --levels, --subjects and --limit")
     if prm_spec is None:
         prm_spec = "arith" if name == "arith" else "none"
     config = EvalConfig(suite=suite, strategy=strategy, model=model, prm=None if prm_spec == "none" else prm_spec,
@@ -119,16 +132,29 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
                         aggregation=aggregation, budget_tokens=budget_tokens,
                         prompt_template=prompt_template, data=data, levels=_int_list(levels, "levels"),
                         subjects=subjects.split(",") if subjects else None)
-    if out is not None:
-        read_records(out, config.digest())  # refuse another config's file before loading models
-    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
-    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
-    prompts = suite_prompts(engine, list(problems), name, prompt_template)
-    records = run_with_progress(engine, list(problems), config, plan, domain=domain, verifier=verifiers.get(domain.verifier)(),
-                                prm=prm, value=value, prompts=prompts, out=out, shard=part, batch_size=batch_size)
+    if out is None:
+        records = _run(config, list(problems), plan, name, domain, part, batch_size, None, prm_spec, value_spec,
+                       model, backend, dtype, device, cache_tokens, draft, remote, prompt_template)
+    else:
+        with run_lock(out):  # one writer per run file, from before the models load to the last record
+            read_records(out, config.digest())  # refuse another config's file before loading models
+            records = _run(config, list(problems), plan, name, domain, part, batch_size, out, prm_spec, value_spec,
+                           model, backend, dtype, device, cache_tokens, draft, remote, prompt_template)
     print_summary(records)
     if skipped:
         click.echo(f"{len(skipped)} malformed row(s) skipped (listed above)")
+
+
+def _run(config: EvalConfig, problems: list[Any], plan: list[int], name: str, domain: Any, part: tuple[int, int] | None,
+         batch_size: int, out: str | None, prm_spec: str, value_spec: str | None, model: str, backend: str, dtype: str,
+         device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
+         prompt_template: str | None) -> list[Any]:
+    """Load the scorers and the engine, then run the evaluation under the progress bar."""
+    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
+    prompts = suite_prompts(engine, problems, name, prompt_template)
+    return run_with_progress(engine, problems, config, plan, domain=domain, verifier=verifiers.get(domain.verifier)(),
+                             prm=prm, value=value, prompts=prompts, out=out, shard=part, batch_size=batch_size)
 
 
 def suite_prompts(engine: Any, problems: list[Any], suite: str, template: str | None) -> list[Any] | None:
@@ -170,6 +196,15 @@ def print_summary(records: list[Any]) -> None:
     if not records:
         console.print("no records")
         return
+    kept = unique(records)
+    if len(kept) < len(records):  # e.g. two runs appended to one file before runs were locked
+        click.echo(f"note: {len(records) - len(kept)} duplicate record(s) (same problem and budget) counted once", err=True)
+    failed = [r for r in kept if getattr(r, "error", None)]
+    for r in failed[:MAX_FAILED_SHOWN]:
+        click.echo(f"failed: problem {r.id} at budget {r.budget}: {r.error} (counted as wrong)", err=True)
+    if len(failed) > MAX_FAILED_SHOWN:
+        click.echo(f"failed: {len(failed) - MAX_FAILED_SHOWN} more problem/budget pair(s) (see 'error' in the records)",
+                   err=True)
     table = Table(title=f"reason eval: {records[0].label}")
     for col in ("budget", "problems", "accuracy", "95% CI", "maj@N", "weighted@N", "pass@N", "tokens/problem", "PRM calls/problem"):
         table.add_column(col, justify="right")
