@@ -199,16 +199,22 @@ def run_lock(path: str | Path) -> Iterator[None]:
 
 
 def read_records(path: str | Path, config_hash: str | None = None) -> list[EvalRecord]:
-    """The records of a run file. A torn last line (a run killed mid-write) is cut off the file;
+    """The records of a run file. A torn last line (a run killed mid-write) is cut off the file
+    (only ignored while another process holds the file's lock: it may be a line being written);
     a malformed line elsewhere, or a record of another config, is a one-line error."""
     path = Path(path)
     if not path.exists():
         return []
     raw = path.read_bytes()
     if raw and not raw.endswith(b"\n"):  # torn last line: drop it, the problem reruns
-        raw = raw[: raw.rfind(b"\n") + 1]
-        with open(path, "r+b") as fh:
-            fh.truncate(len(raw))
+        try:
+            with run_lock(path):
+                raw = path.read_bytes()
+                raw = raw[: raw.rfind(b"\n") + 1]
+                with open(path, "r+b") as fh:
+                    fh.truncate(len(raw))
+        except ReasonError:  # a running eval owns the file and its last line
+            raw = raw[: raw.rfind(b"\n") + 1]
     records: list[EvalRecord] = []
     for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
         if not line.strip():

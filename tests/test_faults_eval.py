@@ -101,6 +101,18 @@ def test_run_lock_is_reentrant_and_removes_only_a_file_it_created_empty(tmp_path
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def test_a_reader_leaves_a_running_writers_last_line_alone(tmp_path, done):
+    lines = done.read_text().splitlines(keepends=True)
+    out = tmp_path / "run.jsonl"
+    out.write_text("".join(lines[:2]) + lines[2][:40])  # a record being written
+    with open(out, "a") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)
+        assert len(read_records(out)) == 2  # e.g. `reason plot` on a running eval's file
+        assert out.read_text().endswith(lines[2][:40])  # not cut: the writer still owns it
+    assert len(read_records(out)) == 2  # unlocked: a torn line is a killed run's, and is cut
+    assert out.read_text() == "".join(lines[:2])
+
+
 def test_duplicate_records_count_once(tmp_path, done):
     doubled = tmp_path / "doubled.jsonl"
     doubled.write_bytes(done.read_bytes() * 2)  # two writers appended the same run (before runs were locked)
