@@ -157,14 +157,14 @@ def test_figures_do_not_depend_on_record_order(tmp_path):
 def test_a_problem_longer_than_the_context_fails_alone(tmp_path):
     data = write_jsonl(tmp_path / "long.jsonl", [
         {"problem": "1+2", "answer": "3"},
-        {"problem": "+".join(["1"] * 200), "answer": "200", "unique_id": "too-long"},  # 400 tokens; the context is 256
+        {"problem": "1" * 398 + "+1", "answer": "1" * 397 + "2", "unique_id": "too-long"},  # 401 tokens; context 256
         {"problem": "2+3", "answer": "5"},
     ])
     out = tmp_path / "run.jsonl"
     args = ["eval", "--suite", "arith", "--data", str(data), "--budget", "1,2", "--out", str(out)]
     res = run(*args)
     assert res.exit_code == 0, res.output
-    assert "failed: problem too-long at budget 1: the prompt is 400 tokens" in res.output
+    assert "failed: problem too-long at budget 1: the prompt is 401 tokens" in res.output
     records = read_records(out)
     assert len(records) == 6
     failed = [r for r in records if r.error]
@@ -182,7 +182,7 @@ def test_a_search_that_fills_the_context_fails_alone(tmp_path):
     # The prompt fits (252 tokens) but beam search's steps run past the 256-token context.
     data = write_jsonl(tmp_path / "near.jsonl", [
         {"problem": "1+2", "answer": "3"},
-        {"problem": "+".join(["1"] * 126), "answer": "126", "unique_id": "near"},
+        {"problem": "1" * 249 + "+1", "answer": "1" * 248 + "2", "unique_id": "near"},
         {"problem": "2+3", "answer": "5"},
     ])
     out = tmp_path / "run.jsonl"
