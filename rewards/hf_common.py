@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from reason.core.engine.hf.loader import checkpoint_name, resolve_device, resolve_dtype
+from reason.core.engine.hf.loader import LOAD_ERRORS, checkpoint_name, load_error_text, resolve_device, resolve_dtype
 from reason.core.errors import ReasonError
 
 
@@ -18,9 +18,9 @@ def load_tokenizer(name: str, *, field: str = "prm", trust_remote_code: bool = F
     ckpt = checkpoint_name(name, field)
     try:
         return AutoTokenizer.from_pretrained(ckpt, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ReasonError(field, f"cannot load the tokenizer of {name!r} ({first})", "give a checkpoint directory or hub id") from None
+    except LOAD_ERRORS as exc:
+        raise ReasonError(field, f"cannot load the tokenizer of {name[:200]!r} ({load_error_text(exc)})",
+                          "give a checkpoint directory or hub id") from None
 
 
 def load_pretrained(auto_class: Any, name: str, *, field: str = "prm", dtype: Any = "auto", device: Any = None,
@@ -31,14 +31,14 @@ def load_pretrained(auto_class: Any, name: str, *, field: str = "prm", dtype: An
     hf_logging.disable_progress_bar()
     ckpt = checkpoint_name(name, field)
     torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device)  # an unusable device fails before the weights load
     try:
         model = auto_class.from_pretrained(
             ckpt, dtype=torch_dtype if torch_dtype is not None else "auto", trust_remote_code=trust_remote_code, **kwargs
         )
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ReasonError(field, f"cannot load {name!r} ({first})", "give a checkpoint directory or hub id") from None
-    return model.to(resolve_device(device)).eval()
+    except LOAD_ERRORS as exc:
+        raise ReasonError(field, f"cannot load {name[:200]!r} ({load_error_text(exc)})", "give a checkpoint directory or hub id") from None
+    return model.to(dev).eval()
 
 
 def single_token_id(tokenizer: Any, text: str, field: str) -> int:

@@ -14,8 +14,9 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from reason.core.engine.base import check_temperature
 from reason.core.errors import ReasonError
 from reason.core.registry import Registry
 
@@ -24,21 +25,31 @@ Strategy = Callable[..., Awaitable[Any]]
 # Keyword arguments every strategy gets from the search itself, not from the caller's options.
 COMMON = ("extract", "final")
 
+MIN_POSITIVE = 1e-5
+"""The smallest value of a positive real option (``PositiveFloat``: weight and divergence
+temperatures, ``widen_alpha``, ``spend``, ...): several divide by it, and 1/1e-320 is already
+infinite. The same floor as a sampling temperature's (``reason.core.engine.base.MIN_TEMPERATURE``)."""
+
+MAX_COUNT = 65_536
+"""The largest integer option (``Positive`` / ``NonNegative``: widths, children, steps, token
+lengths, redraws, ...): each sizes work or memory, and none needs more than this."""
+
 # Field types the strategies share. Numbers and flags are strict: "2" or true is not an int, 2.5
 # is not a count (an int is a float, though); lists still become tuples (JSON has no tuples).
-Temperature = Annotated[float, Field(ge=0.0, strict=True)]  # sampling temperature; 0 is greedy
-PositiveFloat = Annotated[float, Field(gt=0.0, strict=True)]
-Positive = Annotated[int, Field(ge=1, strict=True)]
-NonNegative = Annotated[int, Field(ge=0, strict=True)]
+# Reals are finite (StrategyOptions refuses NaN and infinity).
+Temperature = Annotated[float, Field(ge=0.0, strict=True), AfterValidator(check_temperature)]  # 0 is greedy
+PositiveFloat = Annotated[float, Field(ge=MIN_POSITIVE, strict=True)]
+Positive = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
+NonNegative = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
 Flag = Annotated[bool, Field(strict=True)]
 Delimiter = Annotated[str, Field(min_length=1)]  # the step delimiter (a stop string)
 
 
 class StrategyOptions(BaseModel):
-    """The options of one strategy: unknown names are rejected, values are type- and range-checked.
-    A strategy without options uses this class as it is."""
+    """The options of one strategy: unknown names are rejected, values are type- and range-checked
+    (reals finite, counts at most :data:`MAX_COUNT`). A strategy without options uses this class as it is."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
     @classmethod
     def names(cls) -> list[str]:

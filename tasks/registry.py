@@ -5,9 +5,11 @@ scorers (in :mod:`rewards`' registries) next to its task, so one file says every
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from difflib import get_close_matches
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reason.core.engine.hf.loader import path_exists
 from reason.core.errors import ReasonError
 from reason.core.registry import Registry
 from search.domain import Domain, Problem
@@ -55,9 +57,10 @@ def load_suite(spec: str, **options: object) -> Sequence[Problem]:
 def resolve_model(name: str, role: str = "policy") -> str:
     """The path or hub id to load for ``--model name``: a suite name whose task bundles a ``role``
     checkpoint gives that checkpoint's directory; anything else is a path or hub id as given."""
-    if not name:
+    if not name or not name.strip():
         raise ReasonError("model", "is empty", "give 'arith', a checkpoint directory or a hub id")
     if name not in tasks:
+        _check_not_a_suite_typo(name)
         return name
     path = tasks.get(name).bundled.get(role)
     if path is None or not (path / "config.json").exists():
@@ -67,3 +70,19 @@ def resolve_model(name: str, role: str = "policy") -> str:
             "pass --model with a checkpoint directory or hub id (e.g. one made by `reason tiny-model DIR`)",
         )
     return str(path)
+
+
+def _check_not_a_suite_typo(name: str) -> None:
+    """A one-line error for a model name that is no suite's but reads like one (``Arith``,
+    ``arith:3``, ``arth``) and is not a local path: it would otherwise go to the hub as an id."""
+    if path_exists(name):
+        return
+    base = split_spec(name)[0]
+    if base in tasks:
+        raise ReasonError("model", f"{name!r} is a suite spec, not a model name", f"use --model {base}")
+    lowered = {n.lower(): n for n in tasks.names()}
+    close = lowered.get(name.lower()) or next(iter(get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.8)), None)
+    if close is not None:
+        suggestion = lowered.get(close, close)
+        raise ReasonError("model", f"unknown model {name!r}; did you mean {suggestion!r}?",
+                          f"use --model {suggestion}, a checkpoint directory or a hub id (org/name)")

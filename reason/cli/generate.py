@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reason.cli.app import friendly, main
-from reason.cli.options import build_engine, engine_options
-from reason.core.engine.base import Sampling, Stop
+from reason.cli.options import MAX_COMPLETIONS, build_engine, check_count, check_sampling, check_stop, engine_options, unescape
 from reason.core.errors import ReasonError
 from reason.shortcuts import generate as run_generate
 
@@ -19,13 +18,13 @@ from reason.shortcuts import generate as run_generate
 @main.command()
 @click.argument("prompt")
 @engine_options
-@click.option("-n", "n", type=int, default=1, show_default=True, help="Number of completions.")
+@click.option("-n", "n", type=int, default=1, show_default=True, help=f"Number of completions (at most {MAX_COMPLETIONS}).")
 @click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="0 is greedy.")
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--top-k", type=int, default=0, show_default=True, help="0 turns it off.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-tokens", type=int, default=256, show_default=True, help="Cap on each completion's tokens.")
-@click.option("--stop", "stops", multiple=True, help="Stop string (repeatable); kept at the end of the text.")
+@click.option("--stop", "stops", multiple=True, help="Stop string (repeatable; \\n escapes are read); kept at the end of the text.")
 @click.option("--chat/--no-chat", default=None, help="Wrap the prompt as a user message in the chat template (default: when the tokenizer has one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @friendly
@@ -51,10 +50,9 @@ def generate(
     """Sample N completions of PROMPT."""
     if not prompt:
         raise ReasonError("PROMPT", "is empty", "give the text to continue")
-    if n < 1:
-        raise ReasonError("-n", f"must be at least 1 (got {n})", "ask for one or more completions")
-    sampling = Sampling.make(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    stop = Stop.make(strings=tuple(s.encode().decode("unicode_escape") for s in stops), max_tokens=max_tokens)
+    check_count("-n", n, MAX_COMPLETIONS, "completions")
+    sampling = check_sampling(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    stop = check_stop(strings=tuple(unescape(s, "stop") for s in stops), max_tokens=max_tokens)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     if chat is None:
         chat = engine.has_chat_template()

@@ -9,10 +9,58 @@ from typing import Any
 
 import click
 
+from pydantic import ValidationError
+
 from reason.core.engine import load_engine
-from reason.core.errors import ReasonError
+from reason.core.engine.base import Sampling, Stop
+from reason.core.engine.hf.loader import resolve_device
+from reason.core.errors import ReasonError, from_validation_error
 from rewards.catalog import load_prm, load_value
 from tasks.registry import resolve_model
+
+MAX_COMPLETIONS = 4096
+"""``reason generate -n``: completions of one prompt (each holds its tokens and a node of the tree;
+100,000,000 took 5.7 GB before the first token). The library's ``generate`` has no cap."""
+
+MAX_BUDGET = 4096
+"""``--budget`` of ``reason solve`` (and ``reason eval``'s budgets): solution-equivalents per problem,
+the same default cap as ``reason serve --max-budget``. The library's ``solve`` has no cap."""
+
+
+def check_count(field: str, value: int, cap: int, what: str) -> int:
+    """``value`` when ``1 <= value <= cap``, else a one-line :class:`ReasonError` naming ``field``
+    (``what`` says what is counted, e.g. "completions")."""
+    if value < 1:
+        raise ReasonError(field, f"must be at least 1 (got {value})", f"ask for one or more {what}")
+    if value > cap:
+        raise ReasonError(field, f"{value} {what} are over the command line's limit of {cap}",
+                          f"ask for at most {cap} (see docs/limits.md)")
+    return value
+
+
+def check_sampling(prefix: str = "sampling", **values: Any) -> Sampling:
+    """``values`` as a :class:`Sampling`, checked before any model loads: a one-line
+    :class:`ReasonError` naming the field (``sampling.temperature``, or ``temperature`` with
+    ``prefix=""``) for a value that is not finite or out of range."""
+    try:
+        return Sampling(**values)
+    except ValidationError as exc:
+        raise from_validation_error(exc, prefix) from None
+
+
+def check_stop(**values: Any) -> Stop:
+    """``values`` as a :class:`Stop` (see :meth:`Stop.make`), checked before any model loads."""
+    return Stop.make(**values)
+
+
+def unescape(text: str, field: str) -> str:
+    """``text`` with backslash escapes (``\\n``, ``\\t``, ``\\x41``, ``\\u00e9``) read and any
+    other character kept as it is; a broken escape is a one-line :class:`ReasonError` naming ``field``."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as exc:
+        raise ReasonError(field, f"bad escape in {text[max(0, exc.start - 5):exc.end + 5]!r} ({exc.reason})",
+                          "write \\\\ for a backslash, or a complete escape such as \\n or \\x41") from None
 
 
 def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,12 +104,16 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        except (ValueError, RecursionError):  # an integer past Python's digit limit, or nesting too deep
+            raise ReasonError(key.strip(), f"the value {raw[:40]!r}... cannot be read", "give a shorter value") from None
         out[key.strip()] = tuple(value) if isinstance(value, list) else value
     return out
 
 
 def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, device: str | None) -> tuple[Any, Any]:
     """The PRM and value model named on the command line (None for 'none' or no name)."""
+    if device is not None:
+        resolve_device(device)  # an unusable device is refused before any model loads
     hf_options = {"dtype": dtype, "device": device}
     plain = prm_spec is not None and prm_spec.split("=")[0] == "arith"  # no checkpoint: no dtype/device
     prm = None if prm_spec in (None, "", "none") else load_prm(prm_spec, **({} if plain else hf_options))
@@ -85,6 +137,8 @@ def build_engine(model: str, backend: str, dtype: str, device: str | None, cache
         return load_engine(resolve_model(model), backend, **remote)
     if remote:
         raise ReasonError(next(iter(remote)).replace("_", "-"), "applies to --engine openai only", "drop it or add --engine openai")
+    if device is not None and backend == "hf":
+        resolve_device(device)  # an unusable device is refused before the model loads
     options: dict[str, Any] = {"dtype": dtype, "device": device}
     if cache_tokens is not None:
         options["cache_tokens"] = cache_tokens

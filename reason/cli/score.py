@@ -8,14 +8,10 @@ from typing import Any
 import click
 
 from reason.cli.app import friendly, main
-from reason.cli.options import load_scorers
+from reason.cli.options import load_scorers, unescape
 from reason.core.errors import ReasonError
 from rewards import verifiers
 from rewards.scoring import aggregate, split_steps
-
-
-def _unescape(text: str) -> str:
-    return text.encode().decode("unicode_escape")
 
 
 @main.command()
@@ -47,7 +43,7 @@ def score(
     """Score SOLUTION to QUESTION with a PRM (per step), a value model and/or a verifier."""
     if not (prm_spec or value_spec or verifier_name):
         raise ReasonError("--prm", "no scorer given", "pass --prm, --value or --verifier")
-    solution, delimiter = _unescape(solution), _unescape(delimiter)
+    solution, delimiter = unescape(solution, "solution"), unescape(delimiter, "delimiter")
     out: dict[str, Any] = {}
     prm, value = load_scorers(prm_spec, value_spec, dtype, device)
     if prm is not None:

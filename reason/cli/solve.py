@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.tree import Tree as RichTree
 
 from reason.cli.app import friendly, main
-from reason.cli.options import build_engine, engine_options, load_scorers, parse_options
+from reason.cli.options import (
+    MAX_BUDGET,
+    build_engine,
+    check_count,
+    check_sampling,
+    engine_options,
+    load_scorers,
+    parse_options,
+)
 from reason.core.errors import ReasonError
 from reason.shortcuts import solve as run_solve
 from rewards.scoring import AGGREGATIONS
@@ -21,7 +29,8 @@ from tasks.registry import get_domain
 @main.command()
 @click.argument("problem")
 @click.option("--strategy", "-s", default="best_of_n", show_default=True, help="Search strategy.")
-@click.option("--budget", "-b", type=int, default=16, show_default=True, help="Full-solution equivalents.")
+@click.option("--budget", "-b", type=int, default=16, show_default=True,
+              help=f"Full-solution equivalents (at most {MAX_BUDGET}).")
 @click.option("--budget-tokens", type=int, default=None,
               help="Cap on generated tokens for the whole search (compute-matched runs); the strategy stops within it.")
 @engine_options
@@ -64,6 +73,7 @@ def solve(
     """Solve PROBLEM with a search strategy and print the answer."""
     if not problem.strip():
         raise ReasonError("PROBLEM", "is empty", "give the problem text")
+    check_sampling("", temperature=temperature)  # also for strategies that do not sample
     extra = parse_options(options)
     if select:
         extra["select"] = select
@@ -71,6 +81,7 @@ def solve(
         extra.setdefault("temperature", temperature)
     check_options(strategy, extra)  # bad options fail before any model loads, as do the rest
     make_budget(budget, budget_tokens)
+    check_count("budget", budget, MAX_BUDGET, "solutions")
     get_domain(suite).make_problem(problem)
     prm, value = load_scorers(prm_spec, value_spec, dtype, device)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)

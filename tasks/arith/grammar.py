@@ -19,6 +19,19 @@ from reason.core.errors import ReasonError
 _TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
 PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 
+MAX_CHARS = 10_000
+"""Characters of an expression, checked before it is read (the bundled levels' problems have ~30)."""
+
+MAX_DIGITS = 1_000
+"""Digits of a number: a literal and every value computed from the literals (so no number reaches
+Python's 4,300-digit limit on converting integers to text, and products stay cheap)."""
+
+MAX_DEPTH = 100
+"""Nesting of operations: how many operations lie on the longest path from the whole expression to
+a number (``1+2+3`` has 2, ``(1+(2+(3+4)))`` has 3). The tree's helpers recurse that deep."""
+
+_LIMIT = 10**MAX_DIGITS  # the first number with more than MAX_DIGITS digits
+
 
 @dataclass(frozen=True)
 class Num:
@@ -40,6 +53,31 @@ class Op:
 Expr = Num | Op
 
 
+def to_int(text: str, field: str = "problem") -> int:
+    """The integer written in ``text`` (digits, optionally signed); a one-line :class:`ReasonError`
+    naming ``field`` when it has more than :data:`MAX_DIGITS` digits or is not an integer."""
+    digits = text.strip().lstrip("+-")
+    if len(digits) > MAX_DIGITS:
+        raise ReasonError(field, f"a number has {len(digits)} digits, over the limit of {MAX_DIGITS}",
+                          "use smaller numbers")
+    try:
+        return int(text)
+    except ValueError:
+        raise ReasonError(field, f"{text[:40]!r} is not an integer", "write digits only") from None
+
+
+def _checked(value: int, field: str) -> int:
+    if -_LIMIT < value < _LIMIT:
+        return value
+    raise ReasonError(field, f"a value has more than {MAX_DIGITS} digits", "use smaller numbers")
+
+
+def _short(value: int) -> str:
+    """``value`` as text, its first digits only when it is long."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
+
+
 def _tokens(text: str, field: str) -> list[str]:
     pos, out = 0, []
     text = text.strip()
@@ -47,7 +85,7 @@ def _tokens(text: str, field: str) -> list[str]:
         m = _TOKEN.match(text, pos)
         if not m:
             bad = text[pos:].strip()[:1]
-            raise ReasonError(field, f"unexpected character {bad!r} in {text!r}", "use digits, + - * / and parentheses")
+            raise ReasonError(field, f"unexpected character {bad!r} in {_show(text)}", "use digits, + - * / and parentheses")
         out.append(m.group(1))
         pos = m.end()
         while pos < len(text) and text[pos].isspace():
@@ -57,74 +95,101 @@ def _tokens(text: str, field: str) -> list[str]:
     return out
 
 
+def _show(text: str) -> str:
+    """``text`` quoted for an error message, shortened when long."""
+    return repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
+
+
 def parse(text: str, field: str = "problem") -> Expr:
-    """Parse ``text``; a malformed expression is a one-line :class:`ReasonError` naming ``field``."""
+    """Parse ``text``; a malformed expression, or one over :data:`MAX_CHARS`, :data:`MAX_DIGITS` or
+    :data:`MAX_DEPTH`, is a one-line :class:`ReasonError` naming ``field``.
+
+    The parser is iterative (operator precedence with explicit stacks): ``*`` and ``/`` bind tighter
+    than ``+`` and ``-``, all are left-associative, and a unary minus applies to a number (or a
+    parenthesised number) only."""
+    if len(text) > MAX_CHARS:
+        raise ReasonError(field, f"the expression has {len(text)} characters, over the limit of {MAX_CHARS}",
+                          "give a shorter expression")
     toks = _tokens(text, field)
-    pos = 0
+    shown = _show(text)
+    values: list[tuple[Expr, int]] = []  # operands with their depth (operations on the longest path)
+    ops: list[str] = []  # pending binary operators, "(" and "neg" (a unary minus)
 
-    def peek() -> str | None:
-        return toks[pos] if pos < len(toks) else None
+    def reduce() -> None:
+        op = ops.pop()
+        (right, r_depth), (left, l_depth) = values.pop(), values.pop()
+        depth = 1 + max(l_depth, r_depth)
+        if depth > MAX_DEPTH:
+            raise ReasonError(field, f"the expression nests more than {MAX_DEPTH} operations deep",
+                              "give a shorter or flatter expression")
+        values.append((Op(op, left, right), depth))
 
-    def take() -> str:
-        nonlocal pos
-        pos += 1
-        return toks[pos - 1]
+    def operand_done() -> None:
+        # A finished atom takes the unary minuses written before it.
+        while ops and ops[-1] == "neg":
+            ops.pop()
+            node, depth = values[-1]
+            if not isinstance(node, Num):
+                raise ReasonError(field, f"unary minus before a group in {shown}", "write 0-(...) instead")
+            values[-1] = (Num(-node.value), depth)
 
-    def atom() -> Expr:
-        tok = peek()
-        if tok is None:
-            raise ReasonError(field, f"{text!r} ends too early", "complete the expression")
-        if tok == "(":
-            take()
-            inner = expr()
-            if peek() != ")":
-                raise ReasonError(field, f"unbalanced parentheses in {text!r}", "close every '('")
-            take()
-            return Op(inner.op, inner.left, inner.right, True) if isinstance(inner, Op) else inner
-        if tok == "-":
-            take()
-            nxt = atom()
-            if not isinstance(nxt, Num):
-                raise ReasonError(field, f"unary minus before a group in {text!r}", "write 0-(...) instead")
-            return Num(-nxt.value)
-        if tok.isdigit():
-            take()
-            return Num(int(tok))
-        raise ReasonError(field, f"unexpected {tok!r} in {text!r}", "check the operators and parentheses")
-
-    def level(prec: int) -> Expr:
-        node = atom() if prec == 2 else level(prec + 1)
-        while peek() in PRECEDENCE and PRECEDENCE[peek()] == prec:
-            op = take()
-            right = atom() if prec == 2 else level(prec + 1)
-            node = Op(op, node, right)
-        return node
-
-    def expr() -> Expr:
-        return level(1)
-
-    tree = expr()
-    if pos != len(toks):
-        extra = toks[pos]
-        raise ReasonError(field, f"unbalanced parentheses in {text!r}" if extra == ")" else f"unexpected {extra!r} in {text!r}",
-                          "check the expression")
-    evaluate(tree, field)  # division by zero / inexact division surface here
+    expect_operand = True
+    for tok in toks:
+        if expect_operand:
+            if tok == "(":
+                ops.append("(")
+            elif tok == "-":
+                ops.append("neg")
+            elif tok.isdigit():
+                values.append((Num(to_int(tok, field)), 0))
+                expect_operand = False
+                operand_done()
+            else:
+                raise ReasonError(field, f"unexpected {tok!r} in {shown}", "check the operators and parentheses")
+        elif tok in PRECEDENCE:
+            while ops and ops[-1] in PRECEDENCE and PRECEDENCE[ops[-1]] >= PRECEDENCE[tok]:
+                reduce()
+            ops.append(tok)
+            expect_operand = True
+        elif tok == ")":
+            while ops and ops[-1] != "(":
+                reduce()
+            if not ops:
+                raise ReasonError(field, f"unbalanced parentheses in {shown}", "check the expression")
+            ops.pop()
+            node, depth = values[-1]
+            if isinstance(node, Op):
+                values[-1] = (Op(node.op, node.left, node.right, True), depth)
+            operand_done()
+        elif "(" in ops:
+            raise ReasonError(field, f"unbalanced parentheses in {shown}", "close every '('")
+        else:
+            raise ReasonError(field, f"unexpected {tok!r} in {shown}", "check the expression")
+    if expect_operand:
+        raise ReasonError(field, f"{shown} ends too early", "complete the expression")
+    while ops:
+        if ops[-1] == "(":
+            raise ReasonError(field, f"unbalanced parentheses in {shown}", "close every '('")
+        reduce()
+    tree = values[0][0]
+    evaluate(tree, field)  # division by zero / inexact division / too many digits surface here
     return tree
 
 
 def apply(op: str, a: int, b: int, field: str = "problem") -> int:
-    """``a op b`` exactly; division must be exact and not by zero."""
+    """``a op b`` exactly; division must be exact and not by zero, and the result must have at most
+    :data:`MAX_DIGITS` digits."""
     if op == "+":
-        return a + b
+        return _checked(a + b, field)
     if op == "-":
-        return a - b
+        return _checked(a - b, field)
     if op == "*":
-        return a * b
+        return _checked(a * b, field)
     if b == 0:
         raise ReasonError(field, "division by zero", "change the divisor")
     q = Fraction(a, b)
     if q.denominator != 1:
-        raise ReasonError(field, f"{a}/{b} is not an integer", "use exact divisions only")
+        raise ReasonError(field, f"{_short(a)}/{_short(b)} is not an integer", "use exact divisions only")
     return int(q)
 
 

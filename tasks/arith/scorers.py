@@ -29,6 +29,7 @@ from tasks.arith.grammar import (
     parse,
     reducible,
     replace,
+    to_int,
 )
 from tasks.arith.problems import ANSWER_PREFIX
 
@@ -42,11 +43,15 @@ def _question_expr(question: str) -> str:
 
 
 def final_answer(text: str) -> int | None:
-    """The number on the last ``answer:`` line of ``text``, or None."""
+    """The number on the last ``answer:`` line of ``text``, or None (also when that number is over
+    the grammar's digit limit: no expression has such a value)."""
     for line in reversed(text.strip().splitlines()):
         m = _ANSWER.match(line)
         if m:
-            return int(m.group(1))
+            try:
+                return to_int(m.group(1), "answer")
+            except ReasonError:
+                return None
     return None
 
 
@@ -86,7 +91,10 @@ class ArithPRM(ProcessRewardModel):
         m = _STEP.match(line)
         a_m = _ANSWER.match(line)
         if m and not isinstance(expr, Num):
-            a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            try:  # a number over the digit limit is no number of the expression: a wrong step
+                a, op, b, c = to_int(m.group(1), "step"), m.group(2), to_int(m.group(3), "step"), to_int(m.group(4), "step")
+            except ReasonError:
+                return False, expr
             options = reducible(expr)
             first = canonical(expr)
             ordered = ([first] if first is not None else []) + [o for o in options if o is not first]
@@ -102,7 +110,7 @@ class ArithPRM(ProcessRewardModel):
                 return False, expr
             return ok, (replace(expr, match, c) if ok else expr)
         if a_m:
-            return isinstance(expr, Num) and expr.value == int(a_m.group(1)), expr
+            return isinstance(expr, Num) and expr.value == final_answer(line), expr
         return False, expr
 
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> StepScores:
@@ -120,10 +128,7 @@ class ArithVerifier(OutcomeVerifier):
         out = []
         for item in items:
             if item.reference.strip():
-                try:
-                    gold = int(item.reference.strip())
-                except ValueError:
-                    raise ReasonError("reference", f"{item.reference!r} is not an integer", "give the integer answer") from None
+                gold = to_int(item.reference.strip(), "reference")
             else:
                 gold = evaluate(parse(_question_expr(item.question), "question"), "question")
             got = final_answer(item.response)

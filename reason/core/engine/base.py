@@ -14,23 +14,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from reason.core.errors import ReasonError, from_validation_error
 from reason.core.ledger import Ledger
 from reason.core.tree import Node, Tree
 
 
+MIN_TEMPERATURE = 1e-5
+"""The smallest sampling temperature above 0 (0 is greedy): logits divided by less overflow and
+sample garbage. :class:`Sampling` and the strategies' ``temperature`` options refuse values between."""
+
+
+def check_temperature(value: float) -> float:
+    """``value`` when it is 0 (greedy) or at least :data:`MIN_TEMPERATURE`, else a validation error (a
+    validator for every sampling temperature: :class:`Sampling`'s and the strategies' options)."""
+    if 0.0 < value < MIN_TEMPERATURE:
+        raise PydanticCustomError("temperature_range", f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}")
+    return value
+
+
 class Sampling(BaseModel):
     """How tokens are drawn. ``temperature=0`` is greedy; ``top_k=0`` and ``top_p=1`` turn those
     filters off. ``seed`` names the request's random stream: child ``i`` of an expansion draws from
-    ``derive_seed(seed, i)``, so the same seed gives the same children whatever else is batched."""
+    ``derive_seed(seed, i)``, so the same seed gives the same children whatever else is batched.
+    Every number must be finite (NaN and infinity are refused)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
     seed: int | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _usable_temperature(cls, value: float) -> float:
+        return check_temperature(value)
 
     @classmethod
     def make(cls, **kwargs: Any) -> Sampling:
@@ -58,7 +78,7 @@ class Stop(BaseModel):
       context limit (``"length"``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     strings: tuple[str, ...] = ()
     token_ids: tuple[int, ...] = ()
