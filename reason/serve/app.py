@@ -10,7 +10,11 @@ logprobs carry, beside ``token_logprobs`` (the model's own: temperature 1, unfil
 (temperature, top-k and top-p applied; 0 for a greedy pick), which the ``openai`` backend keeps.
 
 Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``): 400 for bad input,
-with a one-line message naming the field; 401 for a missing or wrong API key.
+with a one-line message naming the field; 401 for a missing or wrong API key; 413 for a body over
+the size limit (refused before parsing); 500 only for a bug. Request sizes are capped
+(:mod:`reason.serve.limits`, docs/limits.md), prompts are tokenized off the event loop by a few
+threads, and the PRM and value models a ``/v1/solve`` request may name are the ones the server was
+started with (``create_app(prms=..., values=...)``, ``reason serve --prm/--value``).
 """
 
 from __future__ import annotations
@@ -19,34 +23,51 @@ import asyncio
 import hmac
 import itertools
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
 from reason.core.engine.text import check_token_ids
-from reason.core.errors import ReasonError
+from reason.core.errors import ReasonError, from_validation_error
 from reason.core.tree import Node, Tree
+from reason.serve.limits import PREFIX_CHARS_PER_TOKEN, TOKENIZE_THREADS, BodyLimit, ServerLimits, error_body
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
 from reason.serve.tree_index import PromptIndex
 from reason.serve.worker import EngineWorker, WorkerEngine
 from reason.shortcuts import solve as run_solve
-from rewards.catalog import load_prm, load_value
+from rewards.catalog import load_prm
+from rewards.value import PRMValue
 from search import strategies
 from search.solve import check_options
 
+DEFAULT_PRMS = ("arith",)
+"""The PRMs offered when the server is given none: the exact arith step checker, which loads no weights."""
+
 
 def _error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status_code=status)
+    return JSONResponse(error_body(status, message, param, kind), status_code=status)
+
+
+def _union_tag(part: Any) -> bool:
+    """A location part pydantic adds for a union member (``str``, ``list[int]``, ``constrained-str``)."""
+    return isinstance(part, str) and ("[" in part or "-" in part or part in ("str", "int", "float", "bool"))
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    errors = exc.errors()
+    # For a union field pydantic reports every member's error: the informative one is a broken
+    # constraint rather than a type mismatch, else the one that got deepest into the value.
+    err = min(errors, key=lambda e: (str(e.get("type", "")).endswith("_type"), -len(e.get("loc", ()))))
+    loc = [str(p) for p in err.get("loc", ()) if p != "body" and not _union_tag(p)]
     field = ".".join(loc) or "body"
     kind = err.get("type", "")
     if kind == "json_invalid":
@@ -55,30 +76,55 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"{field}: unknown field; remove it (this server does not support it)", field
     if kind == "missing":
         return f"{field}: required; add it", field
-    return f"{field}: {err.get('msg', 'invalid value')} (got {err.get('input')!r})", field
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    got = repr(err.get("input"))
+    return f"{field}: {msg} (got {got if len(got) <= 200 else got[:200] + '...'})", field
 
 
 class Server:
-    """State behind the app: the worker, the prompt index and request counters."""
+    """State behind the app: the worker, the prompt index, request counters, the size limits and the
+    scorers clients may choose from."""
 
-    def __init__(self, engine: Engine, model_name: str, max_tree_tokens: int) -> None:
+    def __init__(self, engine: Engine, model_name: str, max_tree_tokens: int, limits: ServerLimits | None = None,
+                 prms: Mapping[str, Any] | None = None, values: Mapping[str, Any] | None = None) -> None:
         self.engine = engine
+        self.limits = limits or ServerLimits()
+        self.prms = dict({name: load_prm(name) for name in DEFAULT_PRMS} if prms is None else prms)
+        self.values = dict(values or {})
+        self._prm_values: dict[str, PRMValue] = {}
+        self.tokenizing = ThreadPoolExecutor(TOKENIZE_THREADS, thread_name_prefix="reason-tokenize")
         self.model_name = model_name
         self.worker = EngineWorker(engine)
         self.index = PromptIndex(engine, max_tree_tokens)
         self.context = engine.max_context
         self.prompt_tokens = 0  # prompt tokens received over all completion requests
         self.ids = itertools.count(1)
-        self._scorers: dict[tuple[str, str], Any] = {}
         self._pieces: dict[int, str] = {}
         self.vocab_size = len(engine.tokenizer) if engine.tokenizer is not None else None
 
     def encode(self, prompt: Any) -> list[int]:
         """Token ids of one prompt; ids are checked, not decoded (clients send whole paths)."""
-        if isinstance(prompt, list):
+        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
             check_token_ids(prompt, self.vocab_size)
             return prompt
+        if isinstance(prompt, str) and self.context is not None and len(prompt) > self.context * PREFIX_CHARS_PER_TOKEN:
+            head = self.engine.tokenize_prompt(prompt[: self.context * PREFIX_CHARS_PER_TOKEN])[0]
+            if len(head) > self.context + PREFIX_CHARS_PER_TOKEN:  # the margin: a cut word may split differently
+                raise ReasonError("prompt", f"its first {self.context * PREFIX_CHARS_PER_TOKEN} characters alone are "
+                                  f"{len(head)} tokens, over the model's context ({self.context})", "shorten it")
         return self.engine.tokenize_prompt(prompt)[0]
+
+    async def encode_all(self, prompts: list[Any]) -> list[list[int]]:
+        """:meth:`encode` of each prompt in the tokenizing threads, so the event loop (``/health``,
+        other clients) never waits on a long prompt; prompt sizes are checked first."""
+        for prompt in prompts:
+            if isinstance(prompt, str):
+                self.limits.check("prompt", len(prompt), "prompt_chars", "characters")
+            elif prompt and isinstance(prompt[0], dict):  # chat messages
+                self.limits.check("messages", sum(len(m["content"]) + len(m["role"]) for m in prompt),
+                                  "prompt_chars", "characters")
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self.tokenizing, self.encode, p) for p in prompts)))
 
     def pieces(self, token_ids: list[int]) -> list[str]:
         """Each token's text on its own (memoised: logprob listings decode every token)."""
@@ -120,11 +166,28 @@ class Server:
                               f"({self.context})", f"ask for at most {room}")
         return max_tokens
 
-    def scorer(self, kind: str, spec: str, prm: Any = None) -> Any:
-        key = (kind, spec)
-        if key not in self._scorers:
-            self._scorers[key] = load_prm(spec) if kind == "prm" else load_value(spec, prm=prm)
-        return self._scorers[key]
+    def scorers(self, prm: str | None, value: str | None) -> tuple[Any, Any]:
+        """The PRM and value model a request names, among those the server was started with (a 400
+        naming the allowed ones otherwise). Value ``"prm"`` is the chosen PRM's score as a value.
+        Nothing is loaded here, so a client cannot make the server read a path or reach the hub."""
+        def pick(field: str, name: str, offered: Mapping[str, Any], extra: tuple[str, ...] = ()) -> Any:
+            if name not in offered:
+                names = ", ".join(sorted([*offered, *extra])) or "none"
+                raise ReasonError(field, f"{name[:80]!r} is not one this server offers (it offers: {names})",
+                                  f"name one of those; the server's scorers are set at start "
+                                  f"(reason serve --{field} NAME[=PATH])")
+            return offered[name]
+
+        prm_model = pick("prm", prm, self.prms) if prm is not None else None
+        if value is None:
+            return prm_model, None
+        if value == "prm" and "prm" not in self.values:
+            if prm is None:
+                raise ReasonError("value", "'prm' needs a PRM", "also name a prm")
+            if prm not in self._prm_values:
+                self._prm_values[prm] = PRMValue(prm_model)
+            return prm_model, self._prm_values[prm]
+        return prm_model, pick("value", value, self.values, ("prm",) if self.prms else ())
 
 
 def _stop_and_sampling(body: Any, max_tokens: int | None) -> tuple[Stop, Sampling]:
@@ -149,16 +212,24 @@ def _finish(node: Node, body: Any) -> tuple[str, str, Any]:
 
 
 def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | None = None,
-               max_tree_tokens: int = 2_000_000) -> FastAPI:
-    """The FastAPI app serving ``engine`` (see the module docstring)."""
-    server = Server(engine, model_name, max_tree_tokens)
+               max_tree_tokens: int = 2_000_000, limits: ServerLimits | None = None,
+               prms: Mapping[str, Any] | None = None, values: Mapping[str, Any] | None = None) -> FastAPI:
+    """The FastAPI app serving ``engine`` (see the module docstring).
+
+    ``limits``: the request size caps (default :class:`ServerLimits`). ``prms`` / ``values``: the
+    loaded scorers ``/v1/solve`` requests may name, by name (default: the PRMs in
+    :data:`DEFAULT_PRMS`, no value model; value ``"prm"`` is always the chosen PRM's score). With an
+    ``api_key``, ``/docs``, ``/redoc`` and ``/openapi.json`` are off."""
+    server = Server(engine, model_name, max_tree_tokens, limits, prms, values)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         server.worker.close()
+        server.tokenizing.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="reason", lifespan=lifespan)
+    docs: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None} if api_key else {}
+    app = FastAPI(title="reason", lifespan=lifespan, **docs)
     app.state.server = server
 
     @app.middleware("http")
@@ -178,6 +249,25 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
     @app.exception_handler(ReasonError)
     async def bad_input(_: Request, exc: ReasonError) -> JSONResponse:
         return _error(400, str(exc), exc.field)
+
+    @app.exception_handler(ValidationError)
+    async def bad_value(_: Request, exc: ValidationError) -> JSONResponse:
+        err = from_validation_error(exc)  # a model (Stop, Sampling, options) built from the request refused it
+        return _error(400, str(err), err.field)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        cause = exc.__cause__  # fastapi answers a body it cannot decode (bad UTF-8, huge numbers, deep nesting) so
+        if cause is not None:
+            return _error(400, f"body: cannot be read as JSON ({type(cause).__name__}: {str(cause)[:120]}); "
+                          "send a UTF-8 JSON object", "body")
+        return _error(exc.status_code, f"{exc.detail}", None)
+
+    @app.exception_handler(Exception)
+    async def bug(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, so the server still logs the traceback.
+        return _error(500, f"internal error ({type(exc).__name__}); this is a bug in the server, please report it "
+                      "with the request", None, "server_error")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -201,7 +291,9 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
         prompts = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
         if not prompts:
             raise ReasonError("prompt", "is empty", "give text or token ids")
-        encoded = [server.encode(p) for p in prompts]
+        server.limits.check("prompt", len(prompts), "prompts", "prompts")
+        server.limits.check("n", len(prompts) * body.n, "choices", "choices (prompts x n)")
+        encoded = await server.encode_all(prompts)
         for ids in encoded:
             if not ids:
                 raise ReasonError("prompt", "is empty", "give text or token ids")
@@ -232,7 +324,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> JSONResponse:
-        ids, _ = engine.tokenize_prompt([m.model_dump() for m in body.messages])
+        (ids,) = await server.encode_all([[m.model_dump() for m in body.messages]])
         field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         max_tokens = server.check_room(len(ids), body.max_completion_tokens or body.max_tokens, field)
         stop, sampling = _stop_and_sampling(body, max_tokens)
@@ -256,10 +348,13 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
     async def solve(body: SolveRequest) -> dict[str, Any]:
         strategies.get(body.strategy)  # unknown strategy: a one-line 400 before any work
         check_options(body.strategy, body.options)
+        server.limits.check("question", len(body.question), "prompt_chars", "characters")
+        server.limits.check("budget", body.budget, "budget", "solutions")
+        if body.budget_tokens is not None:
+            server.limits.check("budget_tokens", body.budget_tokens, "budget_tokens", "tokens")
+        prm, value = server.scorers(body.prm, body.value)
 
         def work() -> dict[str, Any]:
-            prm = server.scorer("prm", body.prm) if body.prm else None
-            value = server.scorer("value", body.value, prm) if body.value else None
             engine_view = WorkerEngine(server.worker)
             result = run_solve(engine_view, body.question, suite=body.suite, strategy=body.strategy,
                                budget=body.budget, seed=body.seed, prm=prm, value=value, max_tokens=body.max_tokens,
@@ -269,4 +364,5 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
 
         return await run_in_threadpool(work)
 
+    app.add_middleware(BodyLimit, max_bytes=server.limits.body_bytes)  # outermost: before anything reads the body
     return app
