@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from reason.core.engine.base import MIN_TEMPERATURE  # noqa: F401 -- the schemas' floor, one value with Sampling's
 from reason.core.errors import ReasonError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -41,9 +42,6 @@ MAX_N = 256
 MAX_STOP = 64
 """Stop strings and stop token ids of one request, each (fixed: every one is checked after each token)."""
 
-MIN_TEMPERATURE = 1e-5
-"""The smallest sampling temperature above 0 a request may ask for: logits divided by less overflow
-and sample garbage (0 means greedy)."""
 
 PREFIX_CHARS_PER_TOKEN = 16
 """A text prompt longer than the context x this many characters is first tokenized only that far: when
