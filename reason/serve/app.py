@@ -42,7 +42,7 @@ from reason.core.tree import Node, Tree
 from reason.serve.limits import PREFIX_CHARS_PER_TOKEN, TOKENIZE_THREADS, BodyLimit, ServerLimits, error_body
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
 from reason.serve.tree_index import PromptIndex
-from reason.serve.worker import EngineWorker, WorkerEngine
+from reason.serve.worker import ClientGone, EngineWorker, WorkerEngine, unless_disconnected
 from reason.shortcuts import solve as run_solve
 from rewards.catalog import load_prm
 from rewards.value import PRMValue
@@ -146,13 +146,17 @@ class Server:
             return ExpandRequest(tree, node, n, stop, sampling)
 
         added = 0
+        fut = self.worker.submit(build)
         try:
-            children = await asyncio.wrap_future(self.worker.submit(build))
+            children = await asyncio.wrap_future(fut)
             added = sum(len(c.token_ids) for c in children)
             return children
+        except asyncio.CancelledError:  # the client went away: stop its sequences in the engine
+            self.worker.cancel(fut)
+            raise
         finally:
-            if placed:
-                self.worker.call(lambda: self.index.done(placed[0], added))
+            # Looked at in the worker thread, after ``build`` ran there or was skipped as cancelled.
+            self.worker.call(lambda: placed and self.index.done(placed[0], added))
 
     def check_room(self, n_prompt: int, max_tokens: int | None, field: str) -> int | None:
         """``max_tokens`` bounded by the context; a 400 when the prompt or the request does not fit."""
@@ -246,6 +250,10 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
         message, field = _validation_message(exc)
         return _error(400, message, field)
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, __: ClientGone) -> JSONResponse:
+        return _error(499, "client disconnected; its work was cancelled", None, "client_closed_request")  # none reads it
+
     @app.exception_handler(ReasonError)
     async def bad_input(_: Request, exc: ReasonError) -> JSONResponse:
         return _error(400, str(exc), exc.field)
@@ -286,7 +294,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                 "trees": len(server.index), "tree_tokens": server.index.tokens}
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> JSONResponse:
+    async def completions(body: CompletionRequest, request: Request) -> JSONResponse:
         raw = body.prompt
         prompts = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
         if not prompts:
@@ -299,7 +307,8 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                 raise ReasonError("prompt", "is empty", "give text or token ids")
             server.check_room(len(ids), body.max_tokens, "max_tokens")
         stop, sampling = _stop_and_sampling(body, body.max_tokens)
-        results = await asyncio.gather(*(server.expand(ids, body.n, stop, sampling) for ids in encoded))
+        expansions = asyncio.gather(*(server.expand(ids, body.n, stop, sampling) for ids in encoded))
+        results = await unless_disconnected(expansions, request.receive)
         choices = []
         for p, children in enumerate(results):
             for j, node in enumerate(children):
@@ -323,12 +332,12 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                              "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}})
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> JSONResponse:
+    async def chat(body: ChatRequest, request: Request) -> JSONResponse:
         (ids,) = await server.encode_all([[m.model_dump() for m in body.messages]])
         field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         max_tokens = server.check_room(len(ids), body.max_completion_tokens or body.max_tokens, field)
         stop, sampling = _stop_and_sampling(body, max_tokens)
-        children = await server.expand(ids, body.n, stop, sampling)
+        children = await unless_disconnected(server.expand(ids, body.n, stop, sampling), request.receive)
         choices = []
         for j, node in enumerate(children):
             finish, text, reason = _finish(node, body)
@@ -345,7 +354,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                                        "total_tokens": len(ids) + n_out}})
 
     @app.post("/v1/solve")
-    async def solve(body: SolveRequest) -> dict[str, Any]:
+    async def solve(body: SolveRequest, request: Request) -> dict[str, Any]:
         strategies.get(body.strategy)  # unknown strategy: a one-line 400 before any work
         check_options(body.strategy, body.options)
         server.limits.check("question", len(body.question), "prompt_chars", "characters")
@@ -354,15 +363,16 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
             server.limits.check("budget_tokens", body.budget_tokens, "budget_tokens", "tokens")
         prm, value = server.scorers(body.prm, body.value)
 
+        engine_view = WorkerEngine(server.worker)  # aborted when the client goes: the search stops
+
         def work() -> dict[str, Any]:
-            engine_view = WorkerEngine(server.worker)
             result = run_solve(engine_view, body.question, suite=body.suite, strategy=body.strategy,
                                budget=body.budget, seed=body.seed, prm=prm, value=value, max_tokens=body.max_tokens,
                                budget_tokens=body.budget_tokens, aggregation=body.aggregation, **body.options)
             engine_view.release(result.tree)
             return result.to_json_dict(include_tree=body.include_tree)
 
-        return await run_in_threadpool(work)
+        return await unless_disconnected(run_in_threadpool(work), request.receive, engine_view.abort)
 
     app.add_middleware(BodyLimit, max_bytes=server.limits.body_bytes)  # outermost: before anything reads the body
     return app

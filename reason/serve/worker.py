@@ -11,21 +11,85 @@ worker: a search strategy driven in another thread uses it exactly like an in-pr
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, TypeVar
 
 from reason.core.engine.base import Engine, ExpandRequest, Outcome
+from reason.core.errors import ReasonError
 from reason.core.tree import Tree
 
 T = TypeVar("T")
 
 
+class ClientGone(Exception):
+    """The client of a request disconnected before its answer was ready (the work was cancelled)."""
+
+
+async def _disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
+    while (await receive()).get("type") != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(work: Awaitable[T], receive: Callable[[], Awaitable[Any]],
+                              on_disconnect: Callable[[], None] | None = None) -> T:
+    """Await ``work`` while listening on the request's ASGI ``receive`` (its body already read, the
+    next message is ``http.disconnect``); when the client is gone, call ``on_disconnect`` (e.g.
+    :meth:`WorkerEngine.abort`), cancel ``work`` (awaits inside it, such as expansions, cancel their
+    requests in the engine) and raise :class:`ClientGone`.
+
+    A plain ASGI handler is not cancelled when its client disconnects, so without this an abandoned
+    request would run to its end. (Starlette's ``Request.is_disconnected`` cannot be polled instead:
+    behind an ``@app.middleware("http")`` it never sees the disconnect.)"""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the handler itself was cancelled: take the work down with it
+        if on_disconnect is not None:
+            on_disconnect()
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise
+    finally:
+        watcher.cancel()
+        watcher.add_done_callback(lambda t: t.cancelled() or t.exception())  # a broken receive: gone too
+    if task.done():
+        return task.result()
+    if on_disconnect is not None:
+        on_disconnect()
+    task.cancel()
+    # Work in a thread ends on its own after on_disconnect; retrieve its outcome so nothing is logged.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    raise ClientGone()
+
+
 class _Build:
     def __init__(self, build: Callable[[], ExpandRequest]) -> None:
         self.build = build
+
+
+class _Cancel:
+    def __init__(self, fut: Future) -> None:
+        self.fut = fut
+
+
+def _resolve(fut: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Hand a result or error to ``fut`` unless its caller cancelled it meanwhile."""
+    if fut.cancelled():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
+def cancelled_error() -> ReasonError:
+    """The error a cancelled request's waiters see."""
+    return ReasonError("request", "was cancelled (its client disconnected)", "send it again")
 
 
 class EngineWorker:
@@ -39,6 +103,7 @@ class EngineWorker:
         self._thread = threading.Thread(target=self._loop, name="reason-engine", daemon=True)
         self.requests = 0  # expansion requests accepted
         self.completed = 0  # expansion requests answered (children or error)
+        self.cancelled = 0  # expansion requests stopped by cancel() before they were answered
         self._thread.start()
 
     def submit(self, request: ExpandRequest | Callable[[], ExpandRequest]) -> Future[list[Any]]:
@@ -47,6 +112,17 @@ class EngineWorker:
         fut: Future = Future()
         self._inbox.put((_Build(request) if callable(request) else request, fut))
         return fut
+
+    def cancel(self, fut: Future) -> None:
+        """Stop the request behind ``fut`` (its client is gone): ``fut`` is cancelled now, and the
+        worker cancels the request in the engine between steps (:meth:`Engine.cancel`: its
+        sequences stop and their KV is freed), or drops it if the engine has not got it yet."""
+        if fut.cancel():
+            try:
+                fut.set_running_or_notify_cancel()  # wakes concurrent.futures.wait() on it (cancel() alone does not)
+            except RuntimeError:  # notified already
+                pass
+        self._inbox.put((_Cancel(fut), Future()))
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn`` in the worker thread between steps (for engine calls other than expansion)."""
@@ -62,13 +138,23 @@ class EngineWorker:
     def _take(self, item: Any, fut: Future) -> None:
         if item is None:
             return
+        if isinstance(item, _Cancel):
+            ticket = next((t for t, f in self._pending.items() if f is item.fut), None)
+            if ticket is not None:
+                del self._pending[ticket]
+                self.engine.cancel(ticket)
+                self.cancelled += 1
+            return
         if isinstance(item, (ExpandRequest, _Build)):
             self.requests += 1
+            if fut.cancelled():  # cancelled before the engine got it
+                self.cancelled += 1
+                return
             try:
                 ticket = self.engine.submit(item.build() if isinstance(item, _Build) else item)
             except Exception as exc:  # noqa: BLE001 -- a bad request fails alone
                 self.completed += 1
-                fut.set_exception(exc)
+                _resolve(fut, error=exc)
                 return
             self._pending[ticket] = fut
             return
@@ -92,7 +178,7 @@ class EngineWorker:
                 outcomes = self.engine.step()
             except Exception as exc:  # noqa: BLE001 -- the engine broke: fail what is in flight, keep serving
                 for fut in self._pending.values():
-                    fut.set_exception(exc)
+                    _resolve(fut, error=exc)
                 self.completed += len(self._pending)
                 self._pending.clear()
                 continue
@@ -101,15 +187,16 @@ class EngineWorker:
                 if fut is None:
                     continue
                 self.completed += 1
-                if outcome.error is not None:
-                    fut.set_exception(outcome.error)
-                else:
-                    fut.set_result(outcome.children)
+                _resolve(fut, outcome.children, outcome.error)
 
 
 class WorkerEngine(Engine):
     """An engine whose expansions run in an :class:`EngineWorker`; text calls go to the real
-    engine (tokenizers may be used from several threads)."""
+    engine (tokenizers may be used from several threads).
+
+    :meth:`abort` (from any thread) stops everything the view does: its pending requests are
+    cancelled in the engine, its trees released, and the search driving it gets a cancelled
+    :class:`~reason.core.errors.ReasonError` from its next :meth:`step` or :meth:`submit`."""
 
     def __init__(self, worker: EngineWorker) -> None:
         super().__init__()
@@ -117,6 +204,9 @@ class WorkerEngine(Engine):
         self.name = worker.engine.name
         self._tickets = 0
         self._pending: dict[Future, int] = {}
+        self._trees: dict[int, Tree] = {}  # trees expanded through this view, by uid, until released
+        self._lock = threading.Lock()  # abort() runs in another thread than the search
+        self.aborted = False
 
     @property
     def tokenizer(self) -> Any:  # type: ignore[override]
@@ -137,25 +227,64 @@ class WorkerEngine(Engine):
 
     def submit(self, request: ExpandRequest) -> int:
         request.validate()
-        self._tickets += 1
-        self._pending[self.worker.submit(request)] = self._tickets
-        return self._tickets
+        with self._lock:
+            if self.aborted:
+                raise cancelled_error()
+            self._tickets += 1
+            self._pending[self.worker.submit(request)] = self._tickets
+            self._trees[request.tree.uid] = request.tree
+            return self._tickets
 
     def has_work(self) -> bool:
         return bool(self._pending)
 
+    def cancel(self, ticket: int) -> bool:
+        """Cancel the request ``ticket`` through the worker (see :meth:`EngineWorker.cancel`)."""
+        with self._lock:
+            fut = next((f for f, t in self._pending.items() if t == ticket), None)
+            if fut is None:
+                return False
+            del self._pending[fut]
+        self.worker.cancel(fut)
+        return True
+
+    def abort(self) -> None:
+        """Stop the search using this view (its client is gone; safe from any thread): cancel
+        its pending requests in the engine, refuse later ones, release its trees."""
+        with self._lock:
+            if self.aborted:
+                return
+            self.aborted = True
+            pending = list(self._pending)
+            trees, self._trees = list(self._trees.values()), {}
+        for fut in pending:
+            self.worker.cancel(fut)  # wakes a step() waiting on it
+        for tree in trees:
+            self.release(tree)
+
     def step(self) -> list[Outcome]:
-        if not self._pending:
+        if self.aborted:
+            raise cancelled_error()
+        with self._lock:
+            waiting = list(self._pending)
+        if not waiting:
             return []
-        done, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
+        done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+        if self.aborted:
+            raise cancelled_error()
         out: list[Outcome] = []
-        for fut in done:
-            ticket = self._pending.pop(fut)
-            exc = fut.exception()
-            out.append(Outcome(ticket, [] if exc else fut.result(), exc))
+        with self._lock:
+            for fut in done:
+                ticket = self._pending.pop(fut, None)
+                if ticket is None or fut.cancelled():
+                    continue
+                exc = fut.exception()
+                out.append(Outcome(ticket, [] if exc else fut.result(), exc))
         return out
 
     def release(self, tree: Tree) -> None:
         """Release ``tree`` in the worker thread, between steps (the real engine is not thread-safe)."""
+        with self._lock:
+            self._trees.pop(tree.uid, None)
         self.worker.call(lambda: self.worker.engine.release(tree))
 

@@ -219,6 +219,17 @@ class Engine(ABC):
     def has_work(self) -> bool:
         """True while any submitted request has not been reported finished."""
 
+    def cancel(self, ticket: int) -> bool:
+        """Stop the request ``ticket`` (its client is gone): no more tokens are generated for it,
+        what it holds (KV) is freed, no children are made, and :meth:`step` never reports it.
+        Call it between steps, from the thread that drives the engine. Tokens it generated
+        already stay counted in the ledgers.
+
+        Returns False when there is nothing to stop (an unknown ticket, or one already reported).
+        The default, for engines that cannot stop work, returns False and lets the request run
+        on; callers then ignore its outcome."""
+        return False
+
     def expand_many(self, requests: Sequence[ExpandRequest]) -> list[list[Node]]:
         """Run ``requests`` to completion, all batched together; children per request, in order."""
         tickets = [self.submit(r) for r in requests]

@@ -187,6 +187,17 @@ class OpenAIEngine(Engine):
     def has_work(self) -> bool:
         return bool(self._pending)
 
+    def cancel(self, ticket: int) -> bool:
+        """Drop the expansion ``ticket``: a call not yet sent is never sent; one in flight is
+        left to finish in its thread (a blocking HTTP call cannot be interrupted) and its answer
+        is thrown away."""
+        for fut, call in self._pending.items():
+            if call.ticket == ticket:
+                del self._pending[fut]
+                fut.cancel()  # succeeds only while the call waits for a free thread
+                return True
+        return False
+
     def step(self) -> list[Outcome]:
         if not self._pending:
             return []

@@ -41,6 +41,14 @@ class QueuedEngine(Engine):
     def has_work(self) -> bool:
         return bool(self._queue)
 
+    def cancel(self, ticket: int) -> bool:
+        """Drop a queued expansion before it is sent. A step's batch is generated in one blocking
+        call, so between steps nothing of a request is in flight: dropping it from the queue is
+        all there is to stop."""
+        before = len(self._queue)
+        self._queue = [q for q in self._queue if q[0] != ticket]
+        return len(self._queue) < before
+
     @abstractmethod
     def generate_all(self, batch: Sequence[tuple[ExpandRequest, list[int]]]) -> list[list[Sampled] | BaseException]:
         """For each ``(request, path token ids)``: its ``request.n`` samples, or the error that ended it."""

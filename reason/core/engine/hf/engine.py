@@ -191,6 +191,16 @@ class HFEngine(Engine):
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
+    def cancel(self, ticket: int) -> bool:
+        """Drop the request's sequences and free their KV (see :meth:`Engine.cancel`); the path's
+        cached KV stays for later expansions."""
+        job = self.scheduler.cancel(ticket)
+        if job is None:
+            return False
+        if self.speculator is not None:
+            self.speculator.forget(job)
+        return True
+
     def update_weights(self, state_dict: Mapping[str, torch.Tensor] | None = None, *, strict: bool = True) -> int:
         """Take new policy weights between rollout batches, without rebuilding the engine.
 

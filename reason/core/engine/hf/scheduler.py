@@ -344,6 +344,21 @@ class Scheduler:
         self.unpin(job)
         self.waiting.insert(0, job)
 
+    def cancel(self, ticket: int) -> Job | None:
+        """Stop the queued or running job ``ticket`` at once: its sequences end as cancelled, their
+        KV is freed and its path unpinned; it is never reported. The job, or None when no queued or
+        running job has that ticket."""
+        for queue in (self.waiting, self.running):
+            for job in queue:
+                if job.ticket == ticket:
+                    queue.remove(job)
+                    for s in job.live():
+                        s.finish = "cancelled"
+                    self.free_job_kv(job)
+                    self.unpin(job)
+                    return job
+        return None
+
     def fail(self, job: Job, error: BaseException) -> None:
         """End a job with ``error``, freeing what it holds."""
         self.free_job_kv(job)
