@@ -22,6 +22,7 @@ from reason.serve.worker import EngineWorker, WorkerEngine
 LONG = Stop(eos=False, max_tokens=200)  # runs to its cap: nothing but cancel ends it early
 SHORT = Stop(max_tokens=8)
 GREEDY = Sampling(temperature=0)
+SETTLE_S = 2.0  # time for the engine step in flight at the disconnect to end (slow on a loaded CPU)
 
 
 def short_request(engine: Engine) -> ExpandRequest:
@@ -180,19 +181,19 @@ def test_abandoned_request_stops_generating_and_small_requests_stay_fast(engine)
         big = {"model": "arith", "prompt": "Compute: 12*7+5=", "n": 256, "max_tokens": 240, "ignore_eos": True}
         with pytest.raises(httpx.TimeoutException):
             httpx.post(base + "/completions", json=big, timeout=1.5)  # the client gives up and closes
-        time.sleep(0.5)  # the disconnect is seen at once; the step in flight finishes
+        time.sleep(SETTLE_S)  # the disconnect is seen at once; the step in flight finishes
         first = generated()
         latency = small()
         time.sleep(1.0)
         assert generated() - first <= 8 + 1  # only the small request's tokens
         assert first < 256 * 240
-        assert latency < max(2.0, 10 * normal)
+        assert latency < max(5.0, 20 * normal)  # before the fix: 50-70 s on a busy 2-core machine
 
         # A whole search (/v1/solve) abandoned likewise: the search thread stops, and the engine with it.
         solve = {"question": "12*7+5-3*4+8*9", "strategy": "beam", "budget": 1024, "prm": "arith"}
         with pytest.raises(httpx.TimeoutException):
             httpx.post(base + "/solve", json=solve, timeout=2.0)
-        time.sleep(0.5)
+        time.sleep(SETTLE_S)
         first = generated()
         time.sleep(1.0)
         assert generated() == first
