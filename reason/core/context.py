@@ -43,7 +43,8 @@ class SearchContext:
     sibling holding the same tokens (:meth:`~reason.core.tree.Tree.merge`), or the same
     ``state_key(text)`` when the domain declares one; ``merge=False`` keeps duplicates (to measure
     what merging saves). ``token_budget`` caps the tokens generated for this tree: each request's
-    samples are capped to their share of what is left, and a request that cannot get one token
+    samples are capped to their share of what is left (waiting, when nothing is left, for requests
+    in flight to give back what they did not use), and a request that still cannot get one token
     per sample returns no children."""
 
     def __init__(
@@ -68,6 +69,7 @@ class SearchContext:
         self.state_key = state_key
         self.token_budget = token_budget
         self._reserved = 0  # tokens promised to requests in flight
+        self._waiting: list[asyncio.Future[None]] = []  # requests waiting for promised tokens back
         self._seeds = 0
         self._t0 = time.perf_counter()
 
@@ -98,33 +100,56 @@ class SearchContext:
         a sample identical to a sibling (older, or earlier in this request) is merged into it, so
         its entry is that sibling, whose :attr:`~reason.core.tree.Node.count` grew by one; use
         ``dict.fromkeys(children)`` for the distinct states. Returns ``[]`` when the token budget
-        cannot give every sample one token. A sampling without a seed gets the next seed of this
+        cannot give every sample one token once the requests in flight are done. A sampling without a seed gets the next seed of this
         context."""
         stop = stop or Stop()
+        sampling = sampling or Sampling()
+        if sampling.seed is None:  # drawn before any wait below, so seeds follow the call order
+            sampling = sampling.model_copy(update={"seed": self.next_seed()})
         reserved = 0
         if self.token_budget is not None:
-            left = self.token_budget - self.tree.ledger.generated_tokens - self._reserved
-            share = left // n
+            share = await self._share(n)
             if share < 1:
                 return []
             if stop.max_tokens is None or stop.max_tokens > share:
                 stop = stop.model_copy(update={"max_tokens": share})
             reserved = n * (stop.max_tokens or share)
             self._reserved += reserved
-        sampling = sampling or Sampling()
-        if sampling.seed is None:
-            sampling = sampling.model_copy(update={"seed": self.next_seed()})
         request = ExpandRequest(self.tree, node, n, stop, sampling, first)
         try:
             children = await self.runner.submit(request)
         finally:
-            self._reserved -= reserved
+            if reserved:
+                self._reserved -= reserved
+                self._wake()
         self.tree.ledger.wall_seconds = time.perf_counter() - self._t0
         children = sorted(children, key=lambda c: c.id)
         if self.merge:
             key = None if self.state_key is None else (lambda c, f=self.state_key: f(c.text))
             children = self.tree.merge(children, key)
         return children
+
+    async def _share(self, n: int) -> int:
+        """Tokens each of ``n`` samples may generate under the token budget: an equal share of what
+        is neither generated nor promised to requests in flight. A request reserves its samples'
+        whole cap (a step's cap is far above what a step uses), so when nothing is left but
+        requests are in flight, this waits for them to give back what they did not use: requests
+        issued together (``asyncio.gather``) take turns instead of the first one starving the rest."""
+        assert self.token_budget is not None
+        while True:
+            left = self.token_budget - self.tree.ledger.generated_tokens - self._reserved
+            if left // n >= 1 or self._reserved == 0:
+                return left // n
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+
+    def _wake(self) -> None:
+        """Tell the requests waiting in :meth:`_share` that promised tokens came back."""
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
     @property
     def tokens_left(self) -> int | None:
