@@ -226,16 +226,25 @@ class IntegerVerifier(OutcomeVerifier):
     def verify_batch(self, items: Sequence[VerifyItem]) -> list[float]:
         out = []
         for it in items:
-            try:
-                gold = int(str(it.reference).strip())
-            except ValueError:
-                raise ReasonError("reference", f"{it.reference!r} is not an integer", "AIME answers are integers") from None
+            gold = _integer(str(it.reference).strip())
+            if gold is None:
+                raise ReasonError("reference", f"{it.reference!r} is not an integer", "AIME answers are integers")
             boxed = extract_boxed(it.response)
             text = boxed if boxed is not None else it.response
-            nums = re.findall(r"-?\d+", text.replace(",", ""))
-            got = int(nums[-1]) if nums else None
+            nums = re.findall(r"[-+]?\d+", text.replace(",", ""))
+            got = _integer(nums[-1]) if nums else None
             out.append(1.0 if got == gold else 0.0)
         return out
+
+
+def _integer(text: str) -> str | None:
+    """The canonical form of an integer written in ``text`` (sign, no leading zeros), compared as text
+    so numbers past Python's int-conversion digit limit cannot raise; None when it is not one."""
+    m = re.fullmatch(r"([-+]?)0*(\d+)", text)
+    if m is None:
+        return None
+    digits = m.group(2)
+    return digits if m.group(1) != "-" or digits == "0" else "-" + digits
 
 
 class ExactMatchVerifier(OutcomeVerifier):

@@ -299,7 +299,8 @@ def test_serve_options_fail_fast_with_one_line(tmp_path):
                          (["--prm", "arith", "--prm", "arith"], "prm: 'arith' is given twice"),
                          (["--prm", "qwen=" + str(tmp_path / "nope")], "prm: "),
                          (["--max-body-bytes", "0"], "max-body-bytes: must be a positive integer"),
-                         (["--max-choices", "-1"], "max-choices: must be a positive integer")):
+                         (["--max-choices", "-1"], "max-choices: must be a positive integer"),
+                         (["--max-tree-tokens", "-1"], "max-tree-tokens: must be a whole number")):
         r = runner.invoke(main, ["serve", *args])
         assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output, (args, r.output)
         assert len(r.output.strip().splitlines()) == 1, r.output

@@ -56,6 +56,9 @@ def test_aime_zero_padding():
         assert mv.verify("q", "\\boxed{25}", "025") == 1.0
     with pytest.raises(ReasonError, match="^reference:"):
         aime.verify("q", "\\boxed{1}", "x")
+    # Numbers past Python's int-conversion digit limit are compared, not converted.
+    assert aime.verify("q", "\\boxed{" + "9" * 5000 + "}", "25") == 0.0
+    assert aime.verify("q", "\\boxed{" + "0" * 5000 + "25}", "025") == 1.0
 
 
 def test_exact_and_boxed_extraction():

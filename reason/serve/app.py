@@ -290,6 +290,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
     async def ledger() -> dict[str, Any]:
         led = engine.ledger.model_dump()
         return {"engine": led, "requests": server.worker.requests, "completed": server.worker.completed,
+                "cancelled": server.worker.cancelled,
                 "prompt_tokens_received": server.prompt_tokens, "prompt_tokens_reused": server.index.reused_tokens,
                 "trees": len(server.index), "tree_tokens": server.index.tokens}
 

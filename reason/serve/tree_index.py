@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from reason.core.engine.base import Engine
+from reason.core.errors import ReasonError
 from reason.core.tree import Node, Tree
 
 
@@ -22,6 +23,9 @@ class PromptIndex:
     """Maps token-id prompts to ``(tree, node)`` (see the module docstring)."""
 
     def __init__(self, engine: Engine, max_tokens: int = 2_000_000) -> None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ReasonError("max-tree-tokens", f"must be a whole number of tokens, 0 or more (got {max_tokens!r})",
+                              "pass e.g. --max-tree-tokens 2000000 (0 keeps no served tree)")
         self.engine = engine
         self.max_tokens = max_tokens
         self._trees: OrderedDict[tuple[int, ...], Tree] = OrderedDict()
