@@ -98,3 +98,27 @@ def test_finished_request_frees_its_slot_for_a_waiting_one(llama, tokenizer):
     assert admitted_at[tickets[2]] == finished_at[tickets[0]] + 1
     assert finished_at[tickets[1]] > admitted_at[tickets[2]]
     assert sorted(finished_at) == sorted(tickets)
+
+
+def test_gathered_requests_share_a_token_budget(engine):
+    """Requests issued together under a token budget each reserve their whole cap; the ones that
+    find it all reserved wait for the others to give back what they did not use, so every request
+    gets children (before, the first took the whole reservation and the rest got none), and the
+    tree stays within the budget. The same seed gives the same children."""
+
+    def grow() -> list[list]:
+        runner = Runner(engine)
+        ctx = runner.context("12+3*4-5\n", seed=4, token_budget=120)
+        step = Stop(strings=("\n",), max_tokens=60)
+
+        async def together():
+            return await asyncio.gather(*(ctx.expand(ctx.tree.root, 2, step, Sampling(temperature=1.0))
+                                          for _ in range(4)))
+
+        [kids] = runner.run([together()])
+        assert ctx.tree.ledger.generated_tokens <= 120
+        return kids
+
+    kids = grow()
+    assert all(len(k) == 2 for k in kids)
+    assert [[c.token_ids for c in k] for k in kids] == [[c.token_ids for c in k] for k in grow()]
