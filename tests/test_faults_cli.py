@@ -99,6 +99,11 @@ def test_temperature_option_is_taken_by_sampling_strategies():
         assert json.loads(res.output)["answer"] is not None
 
 
+def test_an_option_given_twice_is_refused_not_overwritten():
+    line = assert_one_line(invoke("solve", "3+4", "-o", "temperature=0.5", "-o", "temperature=0.7"), "option")
+    assert "'temperature' is given twice" in line
+
+
 def test_library_validates_like_the_command_line():
     """The strategies' options model and Sampling refuse the same values the CLI does."""
     for strategy, options, field in [

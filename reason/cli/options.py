@@ -106,6 +106,8 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
             value = raw
         except (ValueError, RecursionError):  # an integer past Python's digit limit, or nesting too deep
             raise ReasonError(key.strip(), f"the value {raw[:40]!r}... cannot be read", "give a shorter value") from None
+        if key.strip() in out:
+            raise ReasonError("option", f"{key.strip()!r} is given twice", "give each -o KEY once")
         out[key.strip()] = tuple(value) if isinstance(value, list) else value
     return out
 
