@@ -27,7 +27,6 @@ import torch
 
 from reason.core.engine.base import ExpandRequest, Sampling, Stop
 from reason.core.engine.hf import HFEngine
-from reason.core.engine.hf import engine as engine_module
 from reason.core.engine.hf import runner as runner_module
 from reason.core.engine.hf.kv import PoolCache
 from reason.core.engine.hf.scheduler import Seq
@@ -62,11 +61,11 @@ class Probes:
 @contextmanager
 def probed(engine: HFEngine, probes: Probes):
     """Install the probes on ``engine`` (and the module functions it calls); remove them after."""
-    saved: list[tuple[Any, str, Any]] = []
+    saved: list[tuple[Any, str, Any, bool]] = []
 
     def patch(owner: Any, name: str, part: str) -> None:
         original = getattr(owner, name)
-        saved.append((owner, name, original))
+        saved.append((owner, name, original, name in vars(owner)))
         setattr(owner, name, probes.wrap(part, original))
 
     sched = engine.scheduler
@@ -90,11 +89,11 @@ def probed(engine: HFEngine, probes: Probes):
     finally:
         pre.remove()
         post.remove()
-        for owner, name, original in reversed(saved):
-            if isinstance(owner, type) or owner in (runner_module, engine_module):
+        for owner, name, original, own in reversed(saved):
+            if own:  # a module or class attribute: put it back
                 setattr(owner, name, original)
-            else:
-                delattr(owner, name) if name in vars(owner) else setattr(owner, name, original)
+            else:  # an instance's bound method: drop the wrapper, the class's method shows again
+                delattr(owner, name)
 
 
 def workload(engine: HFEngine, kind: str, tokens: int, seed: int) -> list[ExpandRequest]:

@@ -9,16 +9,10 @@ import pytest
 import torch
 
 import reason
-from reason.core.engine.hf import HFEngine
 from reason.core.errors import ReasonError
 from tasks.registry import resolve_model
 from rewards.catalog import load_prm
 from tasks.arith.problems import generate
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -28,11 +28,6 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def drafted(engine):
     return HFEngine(engine.model, engine.tokenizer, draft="suffix")
 

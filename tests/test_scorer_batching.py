@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 
-from reason.core.engine.hf import HFEngine
 from reason.shortcuts import solve_many
 from tasks.arith.problems import generate
 from tasks.arith.scorers import ArithPRM
-from tasks.registry import resolve_model
 
 
 class CountingPRM(ArithPRM):
@@ -23,11 +20,6 @@ class CountingPRM(ArithPRM):
         self.calls += 1
         self.items += len(items)
         return super().score_batch(items)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
 
 
 def test_32_problems_share_prm_calls_with_the_same_scores(engine):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reason.core.engine.hf import HFEngine
 from reason.core.errors import ReasonError
-from tasks.registry import resolve_model
 from rewards.catalog import load_prm
 from reason.shortcuts import solve, solve_many
 from search.records import RolloutRecord, segment_advantages, tree_advantages
@@ -15,11 +13,6 @@ from tasks.arith.problems import generate
 from tasks.arith.scorers import ArithVerifier
 
 FINISHED = {"eos", "stop", "length", "answer", "max_depth", "repetition"}
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")
