@@ -56,6 +56,7 @@ def finish(ctx: SearchContext, name: str, nodes: list[Node], scores: list[float 
         answer=pick.answer if pick else None,
         text=pick.text if pick else "",
         candidates=cands,
+        chosen=pick.node_id if pick else None,
         ledger=tree.ledger.model_copy(),
         tree=tree,
         info=dict(info),

@@ -30,6 +30,7 @@ class SearchResult(BaseModel):
     answer: str | None
     text: str
     candidates: list[Candidate]
+    chosen: int | None = None  # the node id of the chosen candidate (its path is the answer's)
     ledger: Ledger
     info: dict[str, Any] = Field(default_factory=dict)  # strategy diagnostics (e.g. beams kept per step)
     tree: Tree = Field(exclude=True)

@@ -29,6 +29,10 @@ stop string or stop token id), ``segment`` (a fixed-length segment is full) and 
 token cap or the model's context); strategies mark the ends of paths they stop themselves with
 ``answer`` (a complete final answer is in the text), ``max_depth`` and ``repetition``."""
 
+TREE_SCHEMA_VERSION = 1
+"""The version of the tree JSON written by :meth:`Tree.to_dict` (docs/tree-schema.md); bumped when a
+field changes meaning or goes away, not when an optional field is added."""
+
 FINISH_REASONS: tuple[FinishReason, ...] = get_args(FinishReason)
 ENDED: frozenset[FinishReason] = frozenset({"eos", "answer", "max_depth", "repetition"})
 """The finish reasons after which a path is never extended (see :attr:`Node.finished`)."""
@@ -302,8 +306,10 @@ class Tree:
     # -- serialisation ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: nodes in creation order (parents before children), meta and ledger."""
+        """A JSON-ready dict: the schema version, nodes in creation order (parents before children),
+        meta and ledger (docs/tree-schema.md)."""
         return {
+            "version": TREE_SCHEMA_VERSION,
             "meta": self.meta,
             "ledger": self.ledger.model_dump(),
             "nodes": [n.to_dict() for n in self],
@@ -315,7 +321,12 @@ class Tree:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tree:
-        """Rebuild a tree saved by :meth:`to_dict`; node ids, scores and the ledger are kept."""
+        """Rebuild a tree saved by :meth:`to_dict`; node ids, scores and the ledger are kept. A file
+        without ``version`` is read as version 1; a newer version than this code knows is refused."""
+        version = data.get("version", 1)
+        if not isinstance(version, int) or not 1 <= version <= TREE_SCHEMA_VERSION:
+            raise ReasonError("version", f"tree schema version {version!r} is not one this reason reads "
+                              f"(1 to {TREE_SCHEMA_VERSION})", "upgrade reason, or save the tree with this version")
         nodes = sorted(data["nodes"], key=lambda n: n["id"])
         root = next(n for n in nodes if n["parent"] is None)
         tree = cls(root["token_ids"], root["text"], meta=data.get("meta"))
