@@ -1,4 +1,5 @@
-"""Named scorers for ``--prm NAME[=PATH_OR_ID]`` and ``--value NAME[=PATH_OR_ID]``.
+"""Named scorers for ``--prm NAME[=PATH_OR_ID]`` and ``--value NAME[=PATH_OR_ID]`` (or ``NAME=URL``
+of a scoring server).
 
 Each PRM name has the public checkpoint it was written for as its default; ``=PATH_OR_ID`` points
 it at another checkpoint of the same format (a local directory works offline).
@@ -12,6 +13,8 @@ from typing import Any
 from reason.core.errors import ReasonError
 from rewards import prms, value_models
 from rewards.base import ProcessRewardModel, ValueModel
+from rewards.prm.pooling import POOLING_FORMATS, load_vllm_prm
+from rewards.remote import connect_prm, connect_value, is_url
 from rewards.value import LMValueModel, PRMValue
 
 DEFAULT_CHECKPOINTS = {
@@ -67,9 +70,16 @@ def _lm_value(path: str | None = None, **options: Any) -> ValueModel:
     return LMValueModel.from_pretrained(_checkpoint("lm", path, "value"), **options)
 
 
-def load_prm(spec: str, **options: Any) -> ProcessRewardModel:
-    """The PRM named by ``spec`` (``NAME[=PATH_OR_ID]``)."""
+def load_prm(spec: str, *, backend: str = "hf", **options: Any) -> ProcessRewardModel:
+    """The PRM named by ``spec`` (``NAME[=PATH_OR_ID]``; ``NAME=http://HOST:PORT/v1`` scores through
+    that server, :mod:`rewards.remote`). With ``backend="vllm"`` a PRM vLLM's pooling runner serves
+    (``qwen``) runs on an in-process ``vllm.LLM``."""
     name, path = parse_spec(spec, "prm")
+    hf_free = {k: v for k, v in options.items() if k not in ("dtype", "device")}
+    if is_url(path):
+        return connect_prm(name, str(path), **hf_free)
+    if backend == "vllm" and name in POOLING_FORMATS:
+        return load_vllm_prm(name, _checkpoint(name, path, "prm"), **hf_free)
     return prms.get(name)(path, **options)
 
 
@@ -77,6 +87,8 @@ def load_value(spec: str, *, prm: ProcessRewardModel | None = None, **options: A
     """The value model named by ``spec`` (``NAME[=PATH_OR_ID]``); ``prm`` uses the given PRM's
     aggregated score as the value."""
     name, path = parse_spec(spec, "value")
+    if is_url(path):
+        return connect_value(name, str(path), **{k: v for k, v in options.items() if k not in ("dtype", "device")})
     if name == "prm":
         if prm is None:
             raise ReasonError("value", "'prm' needs a PRM", "also pass --prm NAME[=PATH]")

@@ -150,7 +150,7 @@ def _run(config: EvalConfig, problems: list[Any], plan: list[int], name: str, do
          device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
          prompt_template: str | None) -> list[Any]:
     """Load the scorers and the engine, then run the evaluation under the progress bar."""
-    prm, value = load_scorers(prm_spec, value_spec, dtype, device)
+    prm, value = load_scorers(prm_spec, value_spec, dtype, device, backend)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     prompts = suite_prompts(engine, problems, name, prompt_template)
     return run_with_progress(engine, problems, config, plan, domain=domain, verifier=verifiers.get(domain.verifier)(),

@@ -112,13 +112,15 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, device: str | None) -> tuple[Any, Any]:
-    """The PRM and value model named on the command line (None for 'none' or no name)."""
+def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, device: str | None,
+                 backend: str = "hf") -> tuple[Any, Any]:
+    """The PRM and value model named on the command line (None for 'none' or no name); with
+    ``backend="vllm"`` a PRM vLLM serves (qwen) runs on vLLM too."""
     if device is not None:
         resolve_device(device)  # an unusable device is refused before any model loads
     hf_options = {"dtype": dtype, "device": device}
     plain = prm_spec is not None and prm_spec.split("=")[0] == "arith"  # no checkpoint: no dtype/device
-    prm = None if prm_spec in (None, "", "none") else load_prm(prm_spec, **({} if plain else hf_options))
+    prm = None if prm_spec in (None, "", "none") else load_prm(prm_spec, backend=backend, **({} if plain else hf_options))
     value = None
     if value_spec:
         value = load_value(value_spec, prm=prm) if value_spec == "prm" else load_value(value_spec, **hf_options)

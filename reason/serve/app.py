@@ -1,7 +1,8 @@
 """The HTTP app: OpenAI-compatible completions over one engine, plus whole searches.
 
 Endpoints: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/v1/solve`` (a search
-strategy at a budget), ``/v1/ledger`` (work done and prefix reuse), ``/health``. All expansion
+strategy at a budget), ``/v1/rewards`` (the server's PRMs and value models as a service,
+:mod:`reason.serve.rewards`), ``/v1/ledger`` (work done and prefix reuse), ``/health``. All expansion
 work goes through one :class:`~reason.serve.worker.EngineWorker`, so concurrent clients share
 forwards, and prompts are placed in the server's trees (:class:`~reason.serve.tree_index.PromptIndex`),
 so a client that sends whole paths as token ids gets its cached prefix back. Completions asked for
@@ -40,6 +41,7 @@ from reason.core.engine.text import check_token_ids
 from reason.core.errors import ReasonError, from_validation_error
 from reason.core.tree import Node, Tree
 from reason.serve.limits import PREFIX_CHARS_PER_TOKEN, TOKENIZE_THREADS, BodyLimit, ServerLimits, error_body
+from reason.serve.rewards import register_rewards
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
 from reason.serve.tree_index import PromptIndex
 from reason.serve.worker import ClientGone, EngineWorker, WorkerEngine, unless_disconnected
@@ -231,6 +233,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
         yield
         server.worker.close()
         server.tokenizing.shutdown(wait=False, cancel_futures=True)
+        scoring.close()
 
     docs: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None} if api_key else {}
     app = FastAPI(title="reason", lifespan=lifespan, **docs)
@@ -375,5 +378,6 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
 
         return await unless_disconnected(run_in_threadpool(work), request.receive, engine_view.abort)
 
+    scoring = register_rewards(app, server)  # /v1/rewards: the server's PRMs and value models as a service
     app.add_middleware(BodyLimit, max_bytes=server.limits.body_bytes)  # outermost: before anything reads the body
     return app

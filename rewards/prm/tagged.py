@@ -42,7 +42,9 @@ class TaggedPRM(ProcessRewardModel):
         """The model's output on a padded batch."""
         return self.model(input_ids=ids, attention_mask=mask)
 
-    def _prepare(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+    def prepare(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Token ids of one item as the model sees it (left-truncated to ``max_length``) and the
+        position of each step's score; needs only the tokenizer (vLLM-served PRMs format with it)."""
         check_steps(question, steps)
         ids, positions = self.encode(question, steps)
         if len(positions) != len(steps):
@@ -55,8 +57,10 @@ class TaggedPRM(ProcessRewardModel):
             positions = [p - cut for p in positions]
         return ids, positions
 
+    _prepare = prepare
+
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> StepScores:
-        prepared = [self._prepare(q, steps) for q, steps in items]
+        prepared = [self.prepare(q, steps) for q, steps in items]
         device = next(self.model.parameters()).device
         out: list[list[float]] = [[] for _ in prepared]
         for group in length_batches([len(ids) for ids, _ in prepared], self.batch_tokens):
