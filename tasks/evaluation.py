@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from reason.core.errors import ReasonError
 from reason.core.seeding import derive_seed
@@ -106,6 +106,14 @@ class EvalRecord(BaseModel):
     subject: str | None = None
     text: str = ""
     error: str | None = None  # set when the problem could not run (e.g. its prompt overflows the context)
+    search: dict[str, Any] | None = None  # with save_trees: the search with its tree (docs/tree-schema.md)
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_search(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("search") is None:  # runs without trees keep their record lines as before
+            data.pop("search", None)
+        return data
 
     def key(self) -> tuple[int, str]:
         """What identifies the record within a run."""
@@ -239,25 +247,28 @@ def grade(verifier: Any, problem: Problem, texts: Sequence[str]) -> list[bool]:
 def evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budgets: Sequence[int], *, domain: Any,
              verifier: Any, prm: Any = None, value: Any = None, prompts: Sequence[Any] | None = None,
              out: str | Path | None = None, shard: tuple[int, int] | None = None, batch_size: int = 32,
-             on_record: Callable[[EvalRecord], None] | None = None) -> list[EvalRecord]:
+             on_record: Callable[[EvalRecord], None] | None = None, save_trees: bool = False) -> list[EvalRecord]:
     """Run ``config.strategy`` on ``problems`` at each budget; return every record of the run (those
     found in ``out`` and the new ones). Each record is appended to ``out`` and flushed as soon as
     its problem finishes, and handed to ``on_record``. ``batch_size`` problems search at once.
     ``out`` is locked for the whole call (:func:`run_lock`). A problem whose prompt overflows the
-    model's context gets a failed record (``correct`` false, ``error`` saying why) and the rest run."""
+    model's context gets a failed record (``correct`` false, ``error`` saying why) and the rest run.
+    With ``save_trees`` each record also holds its search with the tree (``search``), for ``reason view``."""
     check_options(config.strategy, config.options, {"temperature": config.temperature})
     if out is None:
         return _evaluate(engine, problems, config, budgets, domain=domain, verifier=verifier, prm=prm, value=value,
-                         prompts=prompts, out=None, shard=shard, batch_size=batch_size, on_record=on_record)
+                         prompts=prompts, out=None, shard=shard, batch_size=batch_size, on_record=on_record,
+                         save_trees=save_trees)
     with run_lock(out):
         return _evaluate(engine, problems, config, budgets, domain=domain, verifier=verifier, prm=prm, value=value,
-                         prompts=prompts, out=out, shard=shard, batch_size=batch_size, on_record=on_record)
+                         prompts=prompts, out=out, shard=shard, batch_size=batch_size, on_record=on_record,
+                         save_trees=save_trees)
 
 
 def _evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budgets: Sequence[int], *, domain: Any,
               verifier: Any, prm: Any, value: Any, prompts: Sequence[Any] | None, out: str | Path | None,
               shard: tuple[int, int] | None, batch_size: int,
-              on_record: Callable[[EvalRecord], None] | None) -> list[EvalRecord]:
+              on_record: Callable[[EvalRecord], None] | None, save_trees: bool = False) -> list[EvalRecord]:
     digest = config.digest()
     indexed = list(enumerate(problems))
     if shard is not None:
@@ -281,7 +292,10 @@ def _evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budg
     def run(chunk: list[tuple[int, Problem]], budget: int) -> None:
         def keep(k: int, result: Any) -> None:
             index, problem = chunk[k]
-            emit(_record(result, problem, index, budget, config, digest, verifier))
+            record = _record(result, problem, index, budget, config, digest, verifier)
+            if save_trees:
+                record.search = result.to_json_dict(include_tree=True)
+            emit(record)
 
         try:
             solve_problems(engine, [p for _, p in chunk], domain=domain, strategy=config.strategy, budget=budget,
@@ -371,7 +385,7 @@ def _merge(paths: Iterable[str | Path], out: str | Path) -> list[EvalRecord]:
                 raise ReasonError("merge", f"{path} holds a run of a different config ({record.config_hash} vs {digest})",
                                   "merge shards of one run only")
             seen = merged.get(record.key())
-            if seen is not None and seen.model_dump(exclude={"ledger"}) != record.model_dump(exclude={"ledger"}):
+            if seen is not None and seen.model_dump(exclude={"ledger", "search"}) != record.model_dump(exclude={"ledger", "search"}):
                 raise ReasonError("merge", f"problem {record.id} at budget {record.budget} differs between shards",
                                   "merge shards of one run only")
             merged.setdefault(record.key(), record)
