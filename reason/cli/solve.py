@@ -21,6 +21,7 @@ from reason.cli.options import (
 )
 from reason.core.errors import ReasonError
 from reason.shortcuts import solve as run_solve
+from reason.viz import check_page_path, search_view, write_page
 from rewards.scoring import AGGREGATIONS
 from search.solve import check_options, make_budget, strategy_options
 from tasks.registry import get_domain
@@ -46,6 +47,8 @@ from tasks.registry import get_domain
               help="A strategy option, e.g. -o segment_tokens=16 -o policy=low_prob (values read as JSON when they parse).")
 @click.option("--show-tree", is_flag=True, help="Draw the search tree.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the tree when --show-tree).")
+@click.option("--html", "html_out", default=None, type=click.Path(dir_okay=False),
+              help="Also write the search as one self-contained interactive HTML page (docs/viewer.md).")
 @friendly
 def solve(
     problem: str,
@@ -69,6 +72,7 @@ def solve(
     options: tuple[str, ...],
     show_tree: bool,
     as_json: bool,
+    html_out: str | None,
 ) -> None:
     """Solve PROBLEM with a search strategy and print the answer."""
     if not problem.strip():
@@ -80,6 +84,8 @@ def solve(
     if "temperature" in strategy_options(strategy):  # not greedy's; -o temperature=... wins
         extra.setdefault("temperature", temperature)
     check_options(strategy, extra)  # bad options fail before any model loads, as do the rest
+    if html_out is not None:
+        check_page_path(html_out, "html")
     make_budget(budget, budget_tokens)
     check_count("budget", budget, MAX_BUDGET, "solutions")
     get_domain(suite).make_problem(problem)
@@ -87,6 +93,8 @@ def solve(
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
                        budget_tokens=budget_tokens, aggregation=aggregation, **extra)
+    if html_out is not None:
+        write_page(html_out, [search_view(result, engine.decode, f"{strategy} · budget {budget}")], title=problem)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(include_tree=show_tree)))
         return
