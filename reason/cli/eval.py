@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -34,6 +36,7 @@ from tasks.evaluation import (
 )
 from tasks.metrics import breakdown, curves, summarize, unique
 from tasks.prompts import build_prompt
+from tasks.ray_eval import evaluate_on_ray
 from tasks.registry import get_domain, load_suite
 
 
@@ -77,12 +80,18 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="JSONL file of records (appended; resumes).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Problems searched at once.")
 @click.option("--merge", is_flag=True, help="Join the shard files given as arguments into --out, then summarise.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run the problems on a Ray cluster, one engine per worker: --ray starts a local one (or joins "
+                   "RAY_ADDRESS's), --ray ADDRESS joins that one. Same records, resume and merge as a local run.")
+@click.option("--ray-workers", type=int, default=None,
+              help="With --ray: workers (default: the cluster's GPUs, or its CPUs for an engine on CPU).")
 @friendly
 def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budgets: str, model: str, backend: str,
                  dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
                  prm_spec: str | None, value_spec: str | None, aggregation: str, budget_tokens: int | None, seed: int, temperature: float, max_tokens: int, options: tuple[str, ...], limit: int | None,
                  levels: str | None, subjects: str | None, data: str | None, hub: bool, prompt_template: str | None,
-                 shard: str | None, out: str | None, batch_size: int, merge: bool) -> None:
+                 shard: str | None, out: str | None, batch_size: int, merge: bool, ray_address: str | None,
+                 ray_workers: int | None) -> None:
     """Evaluate a strategy on a suite at several budgets: one record per problem and budget."""
     if merge:
         if not merge_inputs or not out:
@@ -106,6 +115,8 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
         raise ReasonError("max-tokens", f"must be at least 1 (got {max_tokens})", "use e.g. --max-tokens 1024")
     if batch_size < 1:
         raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
+    if ray_workers is not None and (ray_address is None or ray_workers < 1):
+        raise ReasonError("ray-workers", f"{ray_workers} needs --ray and at least 1", "add --ray, or drop --ray-workers")
     name = suite.partition(":")[0]
     domain = get_domain(name)
     filters: dict[str, Any] = {"limit": limit, "data": data}
@@ -134,12 +145,14 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
                         subjects=subjects.split(",") if subjects else None)
     if out is None:
         records = _run(config, list(problems), plan, name, domain, part, batch_size, None, prm_spec, value_spec,
-                       model, backend, dtype, device, cache_tokens, draft, remote, prompt_template)
+                       model, backend, dtype, device, cache_tokens, draft, remote, prompt_template,
+                       ray_address, ray_workers)
     else:
         with run_lock(out):  # one writer per run file, from before the models load to the last record
             read_records(out, config.digest())  # refuse another config's file before loading models
             records = _run(config, list(problems), plan, name, domain, part, batch_size, out, prm_spec, value_spec,
-                           model, backend, dtype, device, cache_tokens, draft, remote, prompt_template)
+                           model, backend, dtype, device, cache_tokens, draft, remote, prompt_template,
+                           ray_address, ray_workers)
     print_summary(records)
     if skipped:
         click.echo(f"{len(skipped)} malformed row(s) skipped (listed above)")
@@ -148,13 +161,31 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
 def _run(config: EvalConfig, problems: list[Any], plan: list[int], name: str, domain: Any, part: tuple[int, int] | None,
          batch_size: int, out: str | None, prm_spec: str, value_spec: str | None, model: str, backend: str, dtype: str,
          device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
-         prompt_template: str | None) -> list[Any]:
-    """Load the scorers and the engine, then run the evaluation under the progress bar."""
+         prompt_template: str | None, ray_address: str | None = None, ray_workers: int | None = None) -> list[Any]:
+    """Load the scorers and the engine, then run the evaluation under the progress bar (with
+    ``ray_address``: on Ray workers that each load their own, :func:`worker_setup`)."""
+    setup = functools.partial(worker_setup, name=name, prm_spec=prm_spec, value_spec=value_spec, model=model,
+                              backend=backend, dtype=dtype, device=device, cache_tokens=cache_tokens, draft=draft,
+                              remote=remote, prompt_template=prompt_template)
+    if ray_address is not None:
+        gpu = False if backend == "openai" or device == "cpu" else (
+            True if backend == "vllm" or (device or "").startswith("cuda") else None)
+        run = functools.partial(evaluate_on_ray, setup=setup, address=ray_address, workers=ray_workers, gpu=gpu)
+        return run_with_progress(None, problems, config, plan, run=run, out=out, shard=part, batch_size=batch_size)
+    engine, loaded = setup(problems)
+    return run_with_progress(engine, problems, config, plan, **loaded, out=out, shard=part, batch_size=batch_size)
+
+
+def worker_setup(problems: list[Any], *, name: str, prm_spec: str, value_spec: str | None, model: str, backend: str,
+                 dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
+                 prompt_template: str | None) -> tuple[Any, dict[str, Any]]:
+    """What a run loads, here or on each Ray worker of ``reason eval --ray``: the engine, and the
+    scorers, verifier, domain and prompts its evaluations take."""
     prm, value = load_scorers(prm_spec, value_spec, dtype, device, backend)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
-    prompts = suite_prompts(engine, problems, name, prompt_template)
-    return run_with_progress(engine, problems, config, plan, domain=domain, verifier=verifiers.get(domain.verifier)(),
-                             prm=prm, value=value, prompts=prompts, out=out, shard=part, batch_size=batch_size)
+    domain = get_domain(name)
+    return engine, {"domain": domain, "verifier": verifiers.get(domain.verifier)(), "prm": prm, "value": value,
+                    "prompts": suite_prompts(engine, problems, name, prompt_template)}
 
 
 def suite_prompts(engine: Any, problems: list[Any], suite: str, template: str | None) -> list[Any] | None:
@@ -165,8 +196,10 @@ def suite_prompts(engine: Any, problems: list[Any], suite: str, template: str | 
     return [build_prompt(p, engine=engine, template=template, suite=suite) for p in problems]
 
 
-def run_with_progress(engine: Any, problems: list[Any], config: Any, budgets: list[int], **kwargs: Any) -> list[Any]:
-    """:func:`tasks.evaluation.evaluate` under a progress bar with the running accuracy."""
+def run_with_progress(engine: Any, problems: list[Any], config: Any, budgets: list[int], *,
+                      run: Callable[..., list[Any]] | None = None, **kwargs: Any) -> list[Any]:
+    """:func:`tasks.evaluation.evaluate` (or ``run``, called without the engine) under a progress bar
+    with the running accuracy."""
 
 
     shard = kwargs.get("shard")
@@ -182,7 +215,10 @@ def run_with_progress(engine: Any, problems: list[Any], config: Any, budgets: li
             bar.update(task, advance=1, description=f"{config.label()} · budget {record.budget} · "
                        f"accuracy {tally['right'] / tally['n']:.3f} ({tally['n']} new)")
 
-        records = evaluate(engine, problems, config, budgets, on_record=seen, **kwargs)
+        if run is None:
+            records = evaluate(engine, problems, config, budgets, on_record=seen, **kwargs)
+        else:
+            records = run(problems, config, budgets, on_record=seen, **kwargs)
         bar.update(task, completed=per_budget * len(budgets))
     return records
 
