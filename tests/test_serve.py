@@ -153,6 +153,7 @@ def test_solve_endpoint_runs_a_strategy(server, local):
     trees = []
     for options in ({}, {"temperature": 1.5, "resampling": "multinomial"}):
         out = httpx.post(server.url + "/solve", json={**base, "options": options}, timeout=120).json()
+        assert "/v1/views/" in out.pop("view_url")  # the tree's page (tests/test_viewer_serve.py)
         ref = solve(local, "12+3*4-5", strategy="particle", budget=8, seed=3, prm=prm, **options)
         want = ref.to_json_dict(include_tree=True)
         assert exact_part(out) == exact_part(want), options

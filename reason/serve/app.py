@@ -44,6 +44,7 @@ from reason.serve.limits import PREFIX_CHARS_PER_TOKEN, TOKENIZE_THREADS, BodyLi
 from reason.serve.rewards import register_rewards
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
 from reason.serve.tree_index import PromptIndex
+from reason.serve.views import keep_view, register_views
 from reason.serve.worker import ClientGone, EngineWorker, WorkerEngine, unless_disconnected
 from reason.shortcuts import solve as run_solve
 from rewards.catalog import load_prm
@@ -374,10 +375,12 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                                budget=body.budget, seed=body.seed, prm=prm, value=value, max_tokens=body.max_tokens,
                                budget_tokens=body.budget_tokens, aggregation=body.aggregation, **body.options)
             engine_view.release(result.tree)
-            return result.to_json_dict(include_tree=body.include_tree)
+            out = result.to_json_dict(include_tree=body.include_tree)
+            return keep_view(views, request, out) if body.include_tree else out  # view_url: the tree page
 
         return await unless_disconnected(run_in_threadpool(work), request.receive, engine_view.abort)
 
+    views = register_views(app, engine.decode)  # /v1/views/{id}: pages of /v1/solve trees (include_tree)
     scoring = register_rewards(app, server)  # /v1/rewards: the server's PRMs and value models as a service
     app.add_middleware(BodyLimit, max_bytes=server.limits.body_bytes)  # outermost: before anything reads the body
     return app
