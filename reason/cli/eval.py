@@ -80,6 +80,8 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="JSONL file of records (appended; resumes).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Problems searched at once.")
 @click.option("--merge", is_flag=True, help="Join the shard files given as arguments into --out, then summarise.")
+@click.option("--save-trees", is_flag=True,
+              help="Keep each problem's search tree in its record (for reason view; files grow with the trees).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run the problems on a Ray cluster, one engine per worker: --ray starts a local one (or joins "
                    "RAY_ADDRESS's), --ray ADDRESS joins that one. Same records, resume and merge as a local run.")
@@ -91,7 +93,7 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
                  prm_spec: str | None, value_spec: str | None, aggregation: str, budget_tokens: int | None, seed: int, temperature: float, max_tokens: int, options: tuple[str, ...], limit: int | None,
                  levels: str | None, subjects: str | None, data: str | None, hub: bool, prompt_template: str | None,
                  shard: str | None, out: str | None, batch_size: int, merge: bool, ray_address: str | None,
-                 ray_workers: int | None) -> None:
+                 ray_workers: int | None, save_trees: bool) -> None:
     """Evaluate a strategy on a suite at several budgets: one record per problem and budget."""
     if merge:
         if not merge_inputs or not out:
@@ -115,6 +117,8 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
         raise ReasonError("max-tokens", f"must be at least 1 (got {max_tokens})", "use e.g. --max-tokens 1024")
     if batch_size < 1:
         raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
+    if save_trees and (out is None or ray_address is not None):
+        raise ReasonError("save-trees", "needs --out and a local run (not --ray)", "add --out RUN.jsonl, or drop --save-trees")
     if ray_workers is not None and (ray_address is None or ray_workers < 1):
         raise ReasonError("ray-workers", f"{ray_workers} needs --ray and at least 1", "add --ray, or drop --ray-workers")
     name = suite.partition(":")[0]
@@ -146,13 +150,13 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
     if out is None:
         records = _run(config, list(problems), plan, name, domain, part, batch_size, None, prm_spec, value_spec,
                        model, backend, dtype, device, cache_tokens, draft, remote, prompt_template,
-                       ray_address, ray_workers)
+                       ray_address, ray_workers, save_trees)
     else:
         with run_lock(out):  # one writer per run file, from before the models load to the last record
             read_records(out, config.digest())  # refuse another config's file before loading models
             records = _run(config, list(problems), plan, name, domain, part, batch_size, out, prm_spec, value_spec,
                            model, backend, dtype, device, cache_tokens, draft, remote, prompt_template,
-                           ray_address, ray_workers)
+                           ray_address, ray_workers, save_trees)
     print_summary(records)
     if skipped:
         click.echo(f"{len(skipped)} malformed row(s) skipped (listed above)")
@@ -161,7 +165,8 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
 def _run(config: EvalConfig, problems: list[Any], plan: list[int], name: str, domain: Any, part: tuple[int, int] | None,
          batch_size: int, out: str | None, prm_spec: str, value_spec: str | None, model: str, backend: str, dtype: str,
          device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
-         prompt_template: str | None, ray_address: str | None = None, ray_workers: int | None = None) -> list[Any]:
+         prompt_template: str | None, ray_address: str | None = None, ray_workers: int | None = None,
+         save_trees: bool = False) -> list[Any]:
     """Load the scorers and the engine, then run the evaluation under the progress bar (with
     ``ray_address``: on Ray workers that each load their own, :func:`worker_setup`)."""
     setup = functools.partial(worker_setup, name=name, prm_spec=prm_spec, value_spec=value_spec, model=model,
@@ -173,7 +178,8 @@ def _run(config: EvalConfig, problems: list[Any], plan: list[int], name: str, do
         run = functools.partial(evaluate_on_ray, setup=setup, address=ray_address, workers=ray_workers, gpu=gpu)
         return run_with_progress(None, problems, config, plan, run=run, out=out, shard=part, batch_size=batch_size)
     engine, loaded = setup(problems)
-    return run_with_progress(engine, problems, config, plan, **loaded, out=out, shard=part, batch_size=batch_size)
+    return run_with_progress(engine, problems, config, plan, **loaded, out=out, shard=part, batch_size=batch_size,
+                             save_trees=save_trees)
 
 
 def worker_setup(problems: list[Any], *, name: str, prm_spec: str, value_spec: str | None, model: str, backend: str,
