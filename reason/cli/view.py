@@ -9,6 +9,7 @@ import click
 from reason.cli.app import friendly, main
 from reason.core.errors import ReasonError
 from reason.viz import add_pieces, check_page_path, load_views, pair_panes, write_page
+from tasks.registry import resolve_model
 
 MAX_VIEWS = 2000
 """The most trees one page holds (a run's records beyond it are refused: pick a smaller run or shard)."""
@@ -18,7 +19,6 @@ def _decoder(model: str) -> Any:
     """A tokenizer's ``decode`` for ``--model`` (a bundled task name, a checkpoint directory or a hub id)."""
     from transformers import AutoTokenizer  # only when asked: the page itself needs no model
 
-    from tasks.registry import resolve_model
     return AutoTokenizer.from_pretrained(resolve_model(model)).decode
 
 
