@@ -159,12 +159,24 @@ class NodeScorer:
 
 
 class NodeValuer:
-    """Values of nodes from a :class:`ValueModel`, cached in ``node.scores[name]``."""
+    """Values of nodes from a :class:`ValueModel`, cached in ``node.scores[name]``.
 
-    def __init__(self, model: ValueModel, *, name: str | None = None, question: Callable[[Tree], str] = question_of) -> None:
+    ``smoothing`` (``lambda`` in [0, 1), FETCH-style TD smoothing along the path) returns
+    ``s(n) = (1 - lambda) * v(n) + lambda * s(parent)`` instead of the model's ``v(n)``, with
+    ``s(root) = v(root)``: a node's estimate leans on its ancestors', which damps the model's
+    noise from one step to the next (ancestors are valued too, once each, so the first call on a
+    tree also values its root). The raw value stays in ``node.scores[name]``. An ensemble is a
+    :class:`rewards.value.EnsembleValue` as the model.
+    """
+
+    def __init__(self, model: ValueModel, *, name: str | None = None, question: Callable[[Tree], str] = question_of,
+                 smoothing: float = 0.0) -> None:
+        if not 0.0 <= smoothing < 1.0:
+            raise ReasonError("smoothing", f"must be in [0, 1) (got {smoothing})", "use e.g. 0.5, or 0 for none")
         self.model = model
         self.name = name or model.name
         self.question = question
+        self.smoothing = smoothing
         self.batches = 0  # value_batch calls made
 
     def value(self, tree: Tree, nodes: Sequence[Node]) -> list[float]:
@@ -174,7 +186,10 @@ class NodeValuer:
     def score_many(self, requests: Sequence[tuple[Tree, Sequence[Node]]]) -> list[list[float]]:
         """Values of each ``(tree, nodes)`` request's nodes, every unvalued node of every tree in
         one model call; each node is valued once."""
-        todo = [(tree, [n for n in dict.fromkeys(nodes) if self.name not in n.scores]) for tree, nodes in requests]
+        wanted = requests
+        if self.smoothing:
+            wanted = [(tree, [p for n in nodes for p in tree.path(n)]) for tree, nodes in requests]
+        todo = [(tree, [n for n in dict.fromkeys(nodes) if self.name not in n.scores]) for tree, nodes in wanted]
         items = [(self.question(tree), tree.text(n)) for tree, nodes in todo for n in nodes]
         if items:
             result = self.model.value_batch(items)
@@ -186,4 +201,13 @@ class NodeValuer:
                 if nodes:
                     tree.ledger.value_calls += len(nodes)
                     tree.ledger.value_batches += 1
-        return [[n.scores[self.name] for n in nodes] for _, nodes in requests]
+        return [[self._smoothed(tree, n) for n in nodes] for tree, nodes in requests]
+
+    def _smoothed(self, tree: Tree, node: Node) -> float:
+        if not self.smoothing:
+            return node.scores[self.name]
+        out = None
+        for n in tree.path(node):
+            v = n.scores[self.name]
+            out = v if out is None else (1 - self.smoothing) * v + self.smoothing * out
+        return float(out)

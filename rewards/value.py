@@ -4,6 +4,7 @@
   with one label, or ``AutoModelForSequenceClassification`` with one label) read at the last token,
   squashed by a sigmoid into [0, 1].
 * :class:`PRMValue`: a PRM's aggregated step score used as the value.
+* :class:`EnsembleValue`: the mean of several value models' estimates.
 """
 
 from __future__ import annotations
@@ -120,3 +121,20 @@ class PRMValue(ValueModel):
         for s in steps:
             values.append(aggregate(next(it), self.aggregation) if s else 0.0)
         return Values(values, result.tokens if result else 0)
+
+
+class EnsembleValue(ValueModel):
+    """The mean of ``members``' values of each item (an ensemble of value models, e.g. the heads of
+    several training rounds or seeds); tokens fed are summed over the members."""
+
+    name = "value-ensemble"
+
+    def __init__(self, members: Sequence[ValueModel]) -> None:
+        if not members:
+            raise ReasonError("value", "an ensemble needs at least one member", "give one or more value models")
+        self.members = list(members)
+
+    def value_batch(self, items: Sequence[tuple[str, str]]) -> Values:
+        results = [m.value_batch(items) for m in self.members]
+        values = [sum(r.values[i] for r in results) / len(results) for i in range(len(items))]
+        return Values(values, sum(r.tokens for r in results))

@@ -66,7 +66,8 @@ def solve_problems(
 ) -> list[SearchResult]:
     """Run ``strategy`` on every problem concurrently over one engine.
 
-    ``prm`` / ``value`` are loaded scorers (``rewards.catalog.load_prm`` / ``load_value``) or None;
+    ``prm`` / ``value`` are loaded scorers (``rewards.catalog.load_prm`` / ``load_value``) or None
+    (``value`` may also be a ready :class:`~rewards.scoring.NodeValuer`, e.g. one that smooths);
     ``aggregation`` is how the PRM's step scores make one score (``last``, ``min``, ``prod``,
     ``mean``, or ``model``: the PRM scores the whole solution as one step). ``budget_tokens`` caps
     the tokens generated per problem (the budget's ``max_tokens``): every strategy stops within it
@@ -88,7 +89,7 @@ def solve_problems(
     plan = make_budget(budget, budget_tokens)
     runner = Runner(engine)
     prm_scorer = NodeScorer(prm, delimiter=domain.delimiter, aggregation=aggregation) if prm is not None else None
-    valuer = NodeValuer(value) if value is not None else None
+    valuer = value if isinstance(value, NodeValuer) or value is None else NodeValuer(value)
     if prompts is None:
         chat = engine.has_chat_template()
         prompts = [[{"role": "user", "content": p.question}] if chat else p.prompt for p in problems]

@@ -3,7 +3,7 @@ command takes ``--json`` for machine-readable output where it prints results; ba
 line naming the field and exits with status 2."""
 
 # Each command module registers its command on ``main``.
-from reason.cli import eval, generate, grade, plot, score, serve, solve, tiny_model, view  # noqa: E402,F401
+from reason.cli import eval, generate, grade, plot, score, serve, solve, tiny_model, train, view  # noqa: E402,F401
 from reason.cli.app import main
 
 __all__ = ["main"]

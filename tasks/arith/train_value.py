@@ -18,12 +18,15 @@ from pathlib import Path
 import torch
 
 from reason.core.engine.hf import HFEngine
+from rewards.learn.metrics import auc
 from rewards.value import LMValueModel
 from tasks.arith.problems import STEP_DELIMITER, VALUE_PROMPT, generate
 from tasks.arith.solutions import SampledSolution, sample_solutions
 from tasks.arith.tokenizer import build_char_tokenizer
 from tasks.arith.train import policy_config
 from tasks.registry import resolve_model
+
+__all__ = ["auc", "collect", "prefixes", "train_value", "value_config"]
 
 
 def prefixes(rollout: SampledSolution) -> list[tuple[str, str, float]]:
@@ -40,27 +43,6 @@ def collect(engine: HFEngine, split: str, per_level: int, samples: int, seed: in
         problems = generate(level, per_level, seed=seed + 17, split=split)
         out[level] = [x for rollouts in sample_solutions(engine, problems, samples, 0.8, seed + level) for r in rollouts for x in prefixes(r)]
     return out
-
-
-def auc(scores: list[float], labels: list[float]) -> float:
-    """Area under the ROC curve (probability a positive outranks a negative; ties count half)."""
-    pos = [s for s, y in zip(scores, labels) if y > 0.5]
-    neg = [s for s, y in zip(scores, labels) if y <= 0.5]
-    if not pos or not neg:
-        return float("nan")
-    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
-    # Average ranks over ties, then the Mann-Whitney U statistic.
-    ranks = [0.0] * len(ranked)
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[k] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = sum(r for r, (_, y) in zip(ranks, ranked) if y == 1)
-    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
 def value_config(vocab_size: int, hidden: int, layers: int, heads: int):
