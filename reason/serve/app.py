@@ -21,6 +21,7 @@ started with (``create_app(prms=..., values=...)``, ``reason serve --prm/--value
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import itertools
 import time
@@ -39,13 +40,19 @@ from starlette.exceptions import HTTPException
 from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
 from reason.core.engine.text import check_token_ids
 from reason.core.errors import ReasonError, from_validation_error
-from reason.core.tree import Node, Tree
+from reason.core.tree import Node
+from reason.serve.compat import ignored_header, output_text, render_chat, truncate
 from reason.serve.limits import PREFIX_CHARS_PER_TOKEN, TOKENIZE_THREADS, BodyLimit, ServerLimits, error_body
 from reason.serve.rewards import register_rewards
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
 from reason.serve.tree_index import PromptIndex
 from reason.serve.views import keep_view, register_views
-from reason.serve.worker import ClientGone, EngineWorker, WorkerEngine, unless_disconnected
+from reason.serve.worker import (
+    ClientGone,
+    EngineWorker,
+    WorkerEngine,
+    unless_disconnected,
+)
 from reason.shortcuts import solve as run_solve
 from rewards.catalog import load_prm
 from rewards.value import PRMValue
@@ -105,8 +112,11 @@ class Server:
         self._pieces: dict[int, str] = {}
         self.vocab_size = len(engine.tokenizer) if engine.tokenizer is not None else None
 
-    def encode(self, prompt: Any) -> list[int]:
-        """Token ids of one prompt; ids are checked, not decoded (clients send whole paths)."""
+    def encode(self, prompt: Any, chat: tuple[bool, bool] | None = None) -> list[int]:
+        """Token ids of one prompt; ids are checked, not decoded (clients send whole paths). ``chat``:
+        a conversation's ``(add_generation_prompt, continue_final_message)`` when not the default."""
+        if chat is not None:
+            return render_chat(self.engine.tokenizer, prompt, *chat)
         if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
             check_token_ids(prompt, self.vocab_size)
             return prompt
@@ -117,7 +127,7 @@ class Server:
                                   f"{len(head)} tokens, over the model's context ({self.context})", "shorten it")
         return self.engine.tokenize_prompt(prompt)[0]
 
-    async def encode_all(self, prompts: list[Any]) -> list[list[int]]:
+    async def encode_all(self, prompts: list[Any], chat: tuple[bool, bool] | None = None) -> list[list[int]]:
         """:meth:`encode` of each prompt in the tokenizing threads, so the event loop (``/health``,
         other clients) never waits on a long prompt; prompt sizes are checked first."""
         for prompt in prompts:
@@ -127,7 +137,8 @@ class Server:
                 self.limits.check("messages", sum(len(m["content"]) + len(m["role"]) for m in prompt),
                                   "prompt_chars", "characters")
         loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(self.tokenizing, self.encode, p) for p in prompts)))
+        encode = self.encode if chat is None else functools.partial(self.encode, chat=chat)
+        return list(await asyncio.gather(*(loop.run_in_executor(self.tokenizing, encode, p) for p in prompts)))
 
     def pieces(self, token_ids: list[int]) -> list[str]:
         """Each token's text on its own (memoised: logprob listings decode every token)."""
@@ -139,13 +150,15 @@ class Server:
             out.append(piece)
         return out
 
-    async def expand(self, ids: list[int], n: int, stop: Stop, sampling: Sampling) -> list[Node]:
+    async def expand(self, ids: list[int], n: int, stop: Stop, sampling: Sampling) -> tuple[list[Node], int]:
+        """``n`` children of the node ``ids`` leads to, and how many of ``ids`` were cached (found in the trees)."""
         self.prompt_tokens += len(ids)
-        placed: list[Tree] = []
+        placed: list[Any] = []
+        children: list[Node] = []
 
         def build() -> ExpandRequest:  # in the worker thread, which alone touches the trees
-            tree, node = self.index.locate(ids)
-            placed.append(tree)
+            tree, node, reused = self.index.place(ids)
+            placed.extend((tree, reused))
             return ExpandRequest(tree, node, n, stop, sampling)
 
         added = 0
@@ -153,13 +166,13 @@ class Server:
         try:
             children = await asyncio.wrap_future(fut)
             added = sum(len(c.token_ids) for c in children)
-            return children
+            return children, placed[1]
         except asyncio.CancelledError:  # the client went away: stop its sequences in the engine
             self.worker.cancel(fut)
             raise
         finally:
             # Looked at in the worker thread, after ``build`` ran there or was skipped as cancelled.
-            self.worker.call(lambda: placed and self.index.done(placed[0], added))
+            self.worker.call(lambda: placed and self.index.done(placed[0], added, children))
 
     def check_room(self, n_prompt: int, max_tokens: int | None, field: str) -> int | None:
         """``max_tokens`` bounded by the context; a 400 when the prompt or the request does not fit."""
@@ -204,9 +217,9 @@ def _stop_and_sampling(body: Any, max_tokens: int | None) -> tuple[Stop, Samplin
     return stop, sampling
 
 
-def _finish(node: Node, body: Any) -> tuple[str, str, Any]:
+def _finish(node: Node, body: Any, tokenizer: Any) -> tuple[str, str, Any]:
     """OpenAI finish reason, the text to return, and vLLM's ``stop_reason``."""
-    text = node.text
+    text = output_text(tokenizer, node, body.skip_special_tokens)
     if node.finish_reason == "eos":
         return "stop", text, None
     if node.finish_reason != "stop":
@@ -306,7 +319,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
             raise ReasonError("prompt", "is empty", "give text or token ids")
         server.limits.check("prompt", len(prompts), "prompts", "prompts")
         server.limits.check("n", len(prompts) * body.n, "choices", "choices (prompts x n)")
-        encoded = await server.encode_all(prompts)
+        encoded = [truncate(ids, body.truncate_prompt_tokens) for ids in await server.encode_all(prompts)]
         for ids in encoded:
             if not ids:
                 raise ReasonError("prompt", "is empty", "give text or token ids")
@@ -315,9 +328,9 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
         expansions = asyncio.gather(*(server.expand(ids, body.n, stop, sampling) for ids in encoded))
         results = await unless_disconnected(expansions, request.receive)
         choices = []
-        for p, children in enumerate(results):
+        for p, (children, _) in enumerate(results):
             for j, node in enumerate(children):
-                finish, text, reason = _finish(node, body)
+                finish, text, reason = _finish(node, body, engine.tokenizer)
                 choice: dict[str, Any] = {"index": p * body.n + j, "text": text, "finish_reason": finish,
                                           "stop_reason": reason, "token_ids": node.token_ids, "logprobs": None}
                 if body.logprobs is not None:
@@ -332,20 +345,26 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
                 choices.append(choice)
         n_out = sum(len(c["token_ids"]) for c in choices)
         n_in = sum(len(ids) for ids in encoded)
+        cached = sum(reused for _, reused in results)
         return JSONResponse({"id": f"cmpl-{next(server.ids)}", "object": "text_completion", "created": int(time.time()),
                              "model": model_name, "choices": choices,
-                             "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}})
+                             "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
+                                       "prompt_tokens_details": {"cached_tokens": cached}}},
+                            headers=ignored_header(body, "/v1/completions"))
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request) -> JSONResponse:
-        (ids,) = await server.encode_all([[m.model_dump() for m in body.messages]])
+        ending = (body.add_generation_prompt, body.continue_final_message)
+        (ids,) = await server.encode_all([[m.model_dump() for m in body.messages]],
+                                         None if ending == (True, False) else ending)
+        ids = truncate(ids, body.truncate_prompt_tokens)
         field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         max_tokens = server.check_room(len(ids), body.max_completion_tokens or body.max_tokens, field)
         stop, sampling = _stop_and_sampling(body, max_tokens)
-        children = await unless_disconnected(server.expand(ids, body.n, stop, sampling), request.receive)
+        children, cached = await unless_disconnected(server.expand(ids, body.n, stop, sampling), request.receive)
         choices = []
         for j, node in enumerate(children):
-            finish, text, reason = _finish(node, body)
+            finish, text, reason = _finish(node, body, engine.tokenizer)
             logprobs = None
             if body.logprobs:
                 logprobs = {"content": [{"token": piece, "logprob": lp, "top_logprobs": []}
@@ -356,7 +375,8 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
         return JSONResponse({"id": f"chatcmpl-{next(server.ids)}", "object": "chat.completion", "created": int(time.time()),
                              "model": model_name, "choices": choices,
                              "usage": {"prompt_tokens": len(ids), "completion_tokens": n_out,
-                                       "total_tokens": len(ids) + n_out}})
+                                       "total_tokens": len(ids) + n_out, "prompt_tokens_details": {"cached_tokens": cached}}},
+                            headers=ignored_header(body, "/v1/chat/completions"))
 
     @app.post("/v1/solve")
     async def solve(body: SolveRequest, request: Request) -> dict[str, Any]:
