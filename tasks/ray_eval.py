@@ -85,7 +85,8 @@ def evaluate_on_ray(problems: Sequence[Problem], config: EvalConfig, budgets: Se
                     on_record: Callable[[EvalRecord], None] | None = None) -> list[EvalRecord]:
     """Run the evaluation on Ray actors (see the module docstring); returns every record of the run
     (those found in ``out`` and the new ones). ``gpu``: one GPU per actor (None: when the cluster
-    has GPUs); ``workers``: actors (default: as many as the cluster holds, at most one per chunk)."""
+    has GPUs); ``workers``: actors (default and at most: as many as the cluster holds; at most one per
+    chunk)."""
     if workers is not None and workers < 1:
         raise ReasonError("ray-workers", f"must be at least 1 (got {workers})", "use e.g. --ray-workers 2")
     if batch_size < 1:
@@ -115,7 +116,8 @@ def _drive(problems: Sequence[Problem], config: EvalConfig, budgets: Sequence[in
     from ray.util import ActorPool
 
     gpus = 1.0 if (gpu if gpu is not None else ray.cluster_resources().get("GPU", 0.0) > 0) else 0.0
-    count = min(workers or default_workers(ray, gpus, cpus), len(chunks))
+    room = default_workers(ray, gpus, cpus)  # more actors than the cluster holds would wait forever
+    count = min(workers or room, room, len(chunks))
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(EvalWorker)
     actors = [actor.remote(setup, list(problems), config) for _ in range(count)]
     sink = open(out, "a", encoding="utf-8") if out is not None else None

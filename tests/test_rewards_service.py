@@ -3,13 +3,16 @@ HTTP scorer client (``--prm NAME=URL``), and vLLM's pooling API shape for a serv
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
 import pytest
 import torch
+from click.testing import CliRunner
 from fastapi import FastAPI
 
+from reason.cli import main
 from reason.core.errors import ReasonError
 from reason.core.tree import Tree
 from reason.serve import create_app
@@ -211,3 +214,27 @@ def test_pooling_rows_that_fit_neither_shape_are_refused():
     assert step_scores([[0.0, 0.0]] * 4 + [[0.1, 0.9]], 5, [4], label=1) == [0.9]
     with pytest.raises(ReasonError, match="3 rows for 5 tokens and 1 steps"):
         step_scores([[0.5, 0.5]] * 3, 5, [4], label=1)
+
+
+def test_the_command_line_scores_through_a_served_prm(served):
+    srv, _ = served
+    args = ["solve", "12+3*4-5", "--strategy", "best_of_n", "--budget", "4", "--seed", "2", "--json"]
+    here = CliRunner().invoke(main, [*args, "--prm", "arith"])
+    there = CliRunner().invoke(main, [*args, "--prm", f"arith={srv.url}"])
+    assert here.exit_code == 0 and there.exit_code == 0, there.output
+
+    def kept(out: str) -> dict:
+        return {k: v for k, v in json.loads(out).items() if k not in ("ledger", "wall_seconds")}
+
+    assert kept(there.output) == kept(here.output)
+
+
+def test_an_unreachable_scoring_server_is_a_one_line_error():
+    with pytest.raises(ReasonError, match=r"^prm: http://127.0.0.1:9/v1/rewards failed after 1 attempts"):
+        load_prm("arith=http://127.0.0.1:9/v1", retries=0)
+
+
+def test_a_vllm_prm_without_vllm_is_a_one_line_error(qwen):
+    path, _, _ = qwen
+    with pytest.raises(ReasonError, match="vllm is not installed"):
+        load_prm(f"qwen={path}", backend="vllm")

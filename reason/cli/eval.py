@@ -59,7 +59,7 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @click.option("--strategy", "-s", default="best_of_n", show_default=True)
 @click.option("--budget", "-b", "budgets", default="1,4,16", show_default=True, help="Comma-separated budgets.")
 @engine_options
-@click.option("--prm", "prm_spec", default=None, help="NAME[=PATH_OR_ID] or 'none' (default: arith for arith suites, else none).")
+@click.option("--prm", "prm_spec", default=None, help="NAME[=PATH_OR_ID|URL] or 'none' (default: arith for arith suites, else none).")
 @click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
 @click.option("--aggregation", default="last", show_default=True, type=click.Choice(AGGREGATIONS),
               help="How the PRM's step scores make one score (model: the whole solution as one step).")

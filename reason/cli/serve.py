@@ -52,9 +52,11 @@ def load_scorers(prm_specs: tuple[str, ...], value_specs: tuple[str, ...]) -> tu
               help="Tokens of served trees kept for prefix reuse; the least recently used trees go first.")
 @click.option("--api-key-file", default=None, help="Read the API key from this file (keeps it off the command line).")
 @click.option("--prm", "prm_specs", multiple=True, metavar="NAME[=PATH]",
-              help="A PRM /v1/solve requests may name (repeatable; loaded at start). Default: arith only.")
+              help="A PRM /v1/solve requests may name and /v1/rewards serves (repeatable; loaded at start; "
+                   "NAME=http://HOST:PORT/v1 scores through that server). Default: arith only.")
 @click.option("--value", "value_specs", multiple=True, metavar="NAME[=PATH]",
-              help="A value model /v1/solve requests may name (repeatable; loaded at start; 'prm' is always offered).")
+              help="A value model /v1/solve requests may name and /v1/rewards serves (repeatable; loaded at start; "
+                   "'prm' is always offered to /v1/solve).")
 @click.option("--max-body-bytes", type=int, default=MAX_BODY_BYTES, show_default=True,
               help="Largest request body; larger ones get 413 before parsing.")
 @click.option("--max-prompt-chars", type=int, default=MAX_PROMPT_CHARS, show_default=True,

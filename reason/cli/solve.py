@@ -36,7 +36,7 @@ from tasks.registry import get_domain
               help="Cap on generated tokens for the whole search (compute-matched runs); the strategy stops within it.")
 @engine_options
 @click.option("--suite", default="arith", show_default=True, help="The problem's domain (prompt, step delimiter, answers).")
-@click.option("--prm", "prm_spec", default="arith", show_default=True, help="NAME[=PATH_OR_ID], or 'none'.")
+@click.option("--prm", "prm_spec", default="arith", show_default=True, help="NAME[=PATH_OR_ID|URL], or 'none' (URL: a reason serve or vllm serve scoring it).")
 @click.option("--aggregation", default="last", show_default=True, type=click.Choice(AGGREGATIONS),
               help="How the PRM's step scores make one score (model: the whole solution as one step).")
 @click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")

@@ -129,6 +129,7 @@ def register_rewards(app: FastAPI, server: Any) -> ScoreBatcher:
     """Add ``/v1/rewards`` to ``app`` over ``server``'s scorers (``server.prms``, ``server.values``,
     ``server.limits``); returns the batcher (close it when the app stops)."""
     batcher = ScoreBatcher()
+    app.state.rewards = batcher  # its counters: model calls made, requests served
 
     @app.get("/v1/rewards")
     async def rewards_list() -> dict[str, Any]:
