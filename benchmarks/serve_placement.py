@@ -14,7 +14,8 @@ over a real socket), one fresh and one whose index was first filled as above to 
 run the same workloads alternately (``--rounds`` rounds; each round ``--clients`` particle-filtering
 searches at once through the ``openai`` backend, new problems each round, the same on both servers),
 so load from elsewhere on the machine hits both alike; prints generated tokens per second of each
-and their ratio per round, then the median ratio.
+and the engine thread's CPU time per generated token (less sensitive to other load), and their
+ratios per round, then the median ratios.
 
 Run: ``nice -n 19 python benchmarks/serve_placement.py [--levels 0,500000,1000000,2000000] [--throughput]``.
 """
@@ -148,28 +149,33 @@ def throughput(args: argparse.Namespace) -> None:
     with ServerThread(apps["fresh"]) as fresh_srv, ServerThread(apps["full"]) as full_srv:
         urls = {"fresh": fresh_srv.url, "full": full_srv.url}
 
-        def workload(name: str, seed: int) -> tuple[int, float]:
+        def workload(name: str, seed: int) -> tuple[int, float, float]:
             server = apps[name].state.server
             client = OpenAIEngine(urls[name], server.engine.tokenizer, max_concurrency=args.clients)
             questions = [p.question for p in generate(3, args.clients, seed=100 + seed)]
             before = server.engine.ledger.generated_tokens
+            cpu0 = server.worker.call(time.thread_time).result()
             t0 = time.perf_counter()
             solve_many(client, questions, strategy="particle", budget=args.budget, seed=seed, prm=prm)
             wall = time.perf_counter() - t0
+            cpu = server.worker.call(time.thread_time).result() - cpu0
             client.close()
-            return server.engine.ledger.generated_tokens - before, wall
+            return server.engine.ledger.generated_tokens - before, wall, cpu
 
         print(f"the same workloads, alternately on a fresh server and on one holding {full.index.tokens:,} tokens "
               f"in {len(full.index)} trees ({args.clients} clients, particle budget {args.budget}):")
-        ratios = []
+        ratios, cpu_ratios = [], []
         for r in range(args.rounds):
-            made_a, wall_a = workload("fresh", r)
-            made_b, wall_b = workload("full", r)
+            made_a, wall_a, cpu_a = workload("fresh", r)
+            made_b, wall_b, cpu_b = workload("full", r)
             ratios.append((made_b / wall_b) / (made_a / wall_a))
-            print(f"  round {r + 1}: fresh {made_a} tokens {made_a / wall_a:7.1f} tok/s | full {made_b} tokens "
-                  f"{made_b / wall_b:7.1f} tok/s (holds {full.index.tokens:,}) | full/fresh {ratios[-1]:.3f}",
-                  flush=True)
-        print(f"median full/fresh throughput: {statistics.median(ratios):.3f}")
+            cpu_ratios.append((cpu_b / made_b) / (cpu_a / made_a))
+            print(f"  round {r + 1}: fresh {made_a} tokens {made_a / wall_a:7.1f} tok/s, engine thread "
+                  f"{1e3 * cpu_a / made_a:.2f} ms CPU/token | full {made_b} tokens {made_b / wall_b:7.1f} tok/s, "
+                  f"{1e3 * cpu_b / made_b:.2f} ms CPU/token (holds {full.index.tokens:,}) | full/fresh throughput "
+                  f"{ratios[-1]:.3f}, CPU per token {cpu_ratios[-1]:.3f}", flush=True)
+        print(f"median full/fresh: throughput {statistics.median(ratios):.3f}, "
+              f"engine-thread CPU per token {statistics.median(cpu_ratios):.3f}")
 
 
 def main() -> None:

@@ -69,7 +69,8 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", "-m", default="arith", show_default=True, help="'arith' (bundled), a checkpoint dir or a hub id."),
         click.option("--engine", "backend", default="hf", show_default=True,
                      help="Engine backend: hf (in process) or openai (an OpenAI-compatible server, see --base-url)."),
-        click.option("--base-url", default=None, help="With --engine openai: the server, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--base-url", default=None, help="With --engine openai: the server, e.g. http://127.0.0.1:8000/v1; several servers of one "
+                     "model comma-separated or @FILE (one URL a line): each tree goes to one server (tree-affine)."),
         click.option("--api-key", default=None, envvar="REASON_API_KEY", help="With --engine openai: the server's key [env REASON_API_KEY]."),
         click.option("--dtype", default="auto", show_default=True, help="float32, bfloat16, float16 or auto."),
         click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)."),

@@ -7,8 +7,11 @@ the whole path (so the server's prefix cache hits exactly, with no re-tokenisati
 their logprobs. Which logprobs: a server's ``token_logprobs`` are the model's own unless it runs
 with vLLM's ``--logprobs-mode processed_logprobs`` (say so with ``logprobs_mode=``), when they are the
 sampling distribution's; ``reason serve`` reports both, the latter as an extra ``sampling_logprobs``
-list beside ``token_logprobs``. Scaling past one machine is then the server's business (data and tensor parallel
-serving), not this toolkit's.
+list beside ``token_logprobs``. Several servers of the same model (``base_url`` a list, a
+comma-separated string or ``@FILE``) share the work with tree-affine routing
+(:mod:`reason.core.engine.routing`): each tree's expansions go to one server, so its prefix cache
+holds the tree; a server that stops answering is taken out, its trees move on (their next expansion
+re-sends the whole path) and it is probed back in.
 
 Requests run in a bounded pool of threads (``max_concurrency``) with a timeout each; connection
 failures, timeouts, 429 and 5xx answers are retried with exponential backoff, and a server that
@@ -17,6 +20,7 @@ cannot serve token ids is reported as such.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -32,6 +36,12 @@ from reason.core.engine.outputs import (
     finish_reason,
     max_new_tokens,
     request_ids,
+)
+from reason.core.engine.routing import (
+    Routing,
+    ServerPool,
+    parse_base_urls,
+    wait_backoff,
 )
 from reason.core.engine.text import decode, tokenize_prompt
 from reason.core.errors import ReasonError
@@ -52,7 +62,8 @@ class OpenAIEngine(Engine):
     """Expansion through an OpenAI-compatible server (see the module docstring).
 
     Parameters:
-        base_url: the server's root, e.g. ``http://127.0.0.1:8000`` (``/v1`` is added if missing).
+        base_url: the server's root, e.g. ``http://127.0.0.1:8000`` (``/v1`` is added if missing);
+            several servers of one model: a list, a comma-separated string or ``@FILE``.
         tokenizer: the served model's tokenizer (prompts are tokenized here and sent as ids).
         model: the served model's name; default: the first one ``/v1/models`` lists.
         api_key: sent as ``Authorization: Bearer``.
@@ -63,27 +74,32 @@ class OpenAIEngine(Engine):
         logprobs_mode: what the server's ``token_logprobs`` are, by vLLM's ``--logprobs-mode`` names:
             ``"raw_logprobs"`` (the model's own; vLLM's default and ``reason serve``'s) or
             ``"processed_logprobs"`` (the sampling distribution's).
+        routing: with several servers, ``"tree"`` (tree-affine, the default) or ``"round_robin"``.
+        probe_interval: seconds between probes of a server taken out.
     """
 
     name = "openai"
 
-    def __init__(self, base_url: str, tokenizer: Any, *, model: str | None = None, api_key: str | None = None,
-                 max_context: int | None = None, max_concurrency: int = 64, timeout: float = 300.0,
-                 retries: int = 4, backoff: float = 0.5, logprobs_mode: str = "raw_logprobs") -> None:
+    def __init__(self, base_url: str | Sequence[str], tokenizer: Any, *, model: str | None = None,
+                 api_key: str | None = None, max_context: int | None = None, max_concurrency: int = 64,
+                 timeout: float = 300.0, retries: int = 4, backoff: float = 0.5, logprobs_mode: str = "raw_logprobs",
+                 routing: Routing = "tree", probe_interval: float = 1.0) -> None:
         try:
             import httpx
         except ImportError:
             raise ReasonError("engine", "the openai backend needs httpx", "pip install 'reason[openai]'") from None
 
         super().__init__()
-        if not base_url.startswith(("http://", "https://")):
-            raise ReasonError("base_url", f"{base_url!r} is not an http(s) URL", "give e.g. http://127.0.0.1:8000/v1")
+        self.base_urls = parse_base_urls(base_url)
+        self.servers = ServerPool(self.base_urls, routing)
+        self.probe_interval = probe_interval
+        self._prober: threading.Thread | None = None
+        self._closed = threading.Event()
         if max_concurrency < 1:
             raise ReasonError("max_concurrency", f"must be at least 1 (got {max_concurrency})", "raise it")
         check_server_logprobs(logprobs_mode)
         self.logprobs_mode = logprobs_mode
-        root = base_url.rstrip("/")
-        self.base_url = root if root.endswith("/v1") else root + "/v1"
+        self.base_url = self.base_urls[0]
         self.tokenizer = tokenizer
         self.retries = retries
         self.backoff = backoff
@@ -132,13 +148,23 @@ class OpenAIEngine(Engine):
     # -- HTTP -----------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``method path`` on the servers in turn (the first one that answers), with retries."""
+        for base in self.base_urls[:-1]:
+            try:
+                return self._call_one(base, method, path, body, retries=0)
+            except ReasonError as exc:
+                if exc.field != "base_url":
+                    raise
+        return self._call_one(self.base_urls[-1], method, path, body, self.retries)
+
+    def _call_one(self, base: str, method: str, path: str, body: dict[str, Any] | None,
+                  retries: int) -> dict[str, Any]:
         import httpx
 
-        url = self.base_url + path
+        url = base + path
         last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+        for attempt in range(retries + 1):
+            wait_backoff(self.backoff, attempt)
             try:
                 response = self._http.request(method, url, json=body)
             except httpx.TransportError as exc:  # refused, reset, timed out
@@ -151,8 +177,79 @@ class OpenAIEngine(Engine):
                 raise ReasonError("server", f"{url} answered {response.status_code}: {_message(response)}",
                                   _hint(response.status_code))
             return response.json()
-        raise ReasonError("base_url", f"{url} failed after {self.retries + 1} attempts ({last})",
+        raise ReasonError("base_url", f"{url} failed after {retries + 1} attempts ({last})",
                           "check that the server is running and reachable")
+
+    def _expand_call(self, call: _Call, body: dict[str, Any]) -> dict[str, Any]:
+        """POST one expansion to its tree's server (see :mod:`reason.core.engine.routing`): a server
+        that does not answer is taken out and the request goes to another at once; with none left,
+        retries back off as with one server."""
+        import httpx
+
+        uid = call.request.tree.uid
+        attempts, moves, last, url = 0, 0, "", ""
+        while True:
+            server = self.servers.pick(uid)
+            url = self.base_urls[server] + "/completions"
+            attempts += 1
+            try:
+                response = self._http.post(url, json=body)
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if response.status_code not in RETRY_STATUS and response.status_code < 400:
+                    data = response.json()
+                    details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
+                    self.servers.finished(server, len(call.ids), int(details.get("cached_tokens") or 0))
+                    return data
+                if response.status_code not in RETRY_STATUS:
+                    self.servers.failed(server, take_out=False)
+                    raise ReasonError("server", f"{url} answered {response.status_code}: {_message(response)}",
+                                      _hint(response.status_code))
+                last = f"HTTP {response.status_code}"
+            several = len(self.base_urls) > 1
+            elsewhere = self.servers.failed(server, take_out=several)
+            if several:
+                self._start_probing()
+            if elsewhere and moves < 2 * len(self.base_urls):
+                moves += 1
+                continue
+            if attempts - moves > self.retries or self._closed.is_set():
+                break
+            wait_backoff(self.backoff, attempts - moves)
+        raise ReasonError("base_url", f"{url} failed after {attempts} attempts ({last})",
+                          "check that the server is running and reachable")
+
+    def _start_probing(self) -> None:
+        if self._prober is None or not self._prober.is_alive():
+            self._prober = threading.Thread(target=self._probe_loop, name="reason-openai-probe", daemon=True)
+            self._prober.start()
+
+    def _probe_loop(self) -> None:
+        """While servers are taken out, ask each for its model list every ``probe_interval`` seconds;
+        one that answers takes new trees again."""
+        import httpx
+
+        while not self._closed.wait(self.probe_interval):
+            down = self.servers.down()
+            if not down:
+                return
+            for server in down:
+                try:
+                    ok = self._http.get(self.base_urls[server] + "/models", timeout=2.0).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    self.servers.revive(server)
+
+    def server_stats(self) -> list[dict[str, Any]]:
+        """Per server: URL, health, requests, failures, trees held and moved in, prompt tokens sent
+        and found cached (see :class:`~reason.core.engine.routing.ServerStats`)."""
+        return self.servers.report()
+
+    def release(self, tree: Any) -> None:
+        """Forget which server ``tree`` was routed to."""
+        self.servers.release(tree.uid)
 
     def _payload(self, request: ExpandRequest, ids: list[int]) -> dict[str, Any]:
         stop, sampling = request.stop, request.sampling
@@ -180,7 +277,7 @@ class OpenAIEngine(Engine):
         self._tickets += 1
         self.requests += 1
         call = _Call(self._tickets, request, ids, request.tree.reserve_ids(request.n))
-        fut = self._pool.submit(self._call, "POST", "/completions", self._payload(request, ids))
+        fut = self._pool.submit(self._expand_call, call, self._payload(request, ids))
         self._pending[fut] = call
         return call.ticket
 
@@ -230,6 +327,7 @@ class OpenAIEngine(Engine):
         return add_children(self, call.request, call.node_ids, outputs)
 
     def close(self) -> None:
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
