@@ -3,8 +3,8 @@ with assertions on the rendered DOM and on every request the page made."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import random
 import re
 from pathlib import Path
 
@@ -24,6 +24,10 @@ from tasks.evaluation import EvalConfig, evaluate
 from tasks.registry import get_domain, load_suite
 
 READY = "window.reasonViewer && window.reasonViewer.ready"
+_spec = importlib.util.spec_from_file_location("viewer_benchmark", Path(__file__).parent.parent / "benchmarks" / "viewer.py")
+_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bench)
+synthetic_tree = _bench.synthetic_tree  # random trees of any size (benchmarks/viewer.py times the same ones)
 needs_chromium = pytest.mark.skipif(find_chromium() is None,
                                     reason="chromium is not installed (apt-get install chromium; CI's .ci/run installs it)")
 
@@ -41,24 +45,6 @@ def mcts(engine):
     """A real MCTS search with the arith PRM on a level-4 problem (branches, merges, ends)."""
     problem = generate(4, 1, seed=5)[0]
     return solve(engine, problem.question, strategy="mcts", budget=8, prm=load_prm("arith"), seed=2)
-
-
-def synthetic_tree(n_nodes: int, seed: int = 0) -> Tree:
-    """A random tree of ``n_nodes`` nodes with scores, logprobs and multiplicities (for size checks)."""
-    rng = random.Random(seed)
-    tree = Tree([1, 2, 3], "1+2*3\n", meta={"question": "1+2*3"})
-    nodes = [tree.root]
-    while len(tree) < n_nodes:
-        parent = nodes[int(len(nodes) * rng.random() ** 0.5)]
-        if parent.depth >= 12:
-            continue
-        k = rng.randint(2, 6)
-        node = tree.add_child(parent, [rng.randrange(4, 40) for _ in range(k)], "x" * k,
-                              [-rng.random() for _ in range(k)], rng.choice(["stop", "eos", "length"]))
-        node.scores["prm"] = rng.random()
-        node.count = rng.choice([1, 1, 1, 2, 3])
-        nodes.append(node)
-    return tree
 
 
 def open_page(browser: Chromium, path: Path):

@@ -39,9 +39,10 @@ def find_chromium() -> str | None:
 class Page:
     """One tab: script evaluation, the requests it made, the errors it logged, screenshots."""
 
-    def __init__(self, browser: Chromium, session: str) -> None:
+    def __init__(self, browser: Chromium, session: str, target: str) -> None:
         self.browser = browser
         self.session = session
+        self.target = target
         self.requests: list[str] = []  # URLs of every request the page made (Network.requestWillBeSent)
         self.errors: list[str] = []  # uncaught exceptions and console/log errors (CSP violations among them)
 
@@ -75,6 +76,11 @@ class Page:
         out = Path(path)
         out.write_bytes(base64.b64decode(data))
         return out
+
+    def close(self) -> None:
+        """Close the tab."""
+        self.browser.call("Target.closeTarget", {"targetId": self.target})
+        self.browser._pages.pop(self.session, None)
 
     def _event(self, method: str, params: dict[str, Any]) -> None:
         if method == "Network.requestWillBeSent":
@@ -170,7 +176,7 @@ class Chromium:
         ``url``; waits for the load event, then for the script expression ``ready`` when given."""
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = self._pages[session] = Page(self, session)
+        page = self._pages[session] = Page(self, session, target)
         for domain in ("Network", "Page", "Runtime", "Log"):
             page.call(f"{domain}.enable")
         page.call("Emulation.setDeviceMetricsOverride",

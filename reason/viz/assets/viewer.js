@@ -13,12 +13,16 @@
  *
  * For tests: every drawn node is <g class="node" data-id=ID> inside <section class="pane">,
  * its collapse control is the child with class "toggle", and window.reasonViewer.ready is true
- * once the first drawing is done (openedMs: performance.now() at that moment).
+ * once the first drawing is done (openedMs: performance.now() at that moment; startedMs: when the
+ * script began; paintedMs: two animation frames after openedMs).
  */
 (function () {
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
   var DX = 24, DY = 60;
+  var LABEL_ZOOM = 1.2;  // in trees over LABEL_NODES nodes, step texts are drawn only from this zoom on
+  var LABEL_NODES = 600;
+  var CHAR = 5.6;  // the width of one label character (9px monospace), in tree units
   var ENDED = {eos: true, answer: true, max_depth: true, repetition: true};
   var FINISH_COLOURS = {eos: "#3c9a5f", answer: "#3c9a5f", stop: "#4a7fc1", segment: "#7a68c6", length: "#d98c2b",
     max_depth: "#c4453c", repetition: "#c4453c"};
@@ -27,6 +31,7 @@
     ["draft_accepted", "drafts accepted"], ["forward_passes", "forwards"], ["prm_calls", "PRM calls"],
     ["value_calls", "value calls"], ["wall_seconds", "wall"]];
 
+  var STARTED = performance.now();  // the script's start: openedMs - startedMs is the viewer's own work
   var DATA = JSON.parse(document.getElementById("reason-data").textContent);
 
   function el(tag, cls, text) {
@@ -141,7 +146,14 @@
 
   /* ---- drawing ---------------------------------------------------------------------------- */
   function draw(pane) {
-    var ix = pane.ix, order = layout(ix), plain = [], chosen = [];
+    pane.labelled = pane.k >= LABEL_ZOOM || pane.ix.byId.size <= LABEL_NODES;
+    var ix = pane.ix, order = layout(ix), plain = [], chosen = [], last = {};
+    order.forEach(function (r) {  // the room to the next node of the same row, for its label
+      r.room = Infinity;
+      r.roomLeft = last[r.depth] ? r.x - last[r.depth].x : Infinity;
+      if (last[r.depth]) last[r.depth].room = r.x - last[r.depth].x;
+      last[r.depth] = r;
+    });
     var frag = document.createDocumentFragment();
     order.forEach(function (r) {
       var id = r.n.id, rad = radius(r);
@@ -163,9 +175,16 @@
         c.textContent = r.n.count;
         g.appendChild(c);
       }
-      var label = svg("text", {"class": "label", x: rad + 3, y: -rad});
-      label.textContent = r.parent ? short(r.n.text, 18) : "prompt";
-      g.appendChild(label);
+      var chars = Math.min(24, Math.floor((r.room - rad - 8) / CHAR)), left = false;
+      if (chars < 3 && ix.onPath.has(id)) {  // the chosen path's steps take the room on their left if need be
+        chars = Math.min(24, Math.floor((r.roomLeft - rad - 8) / CHAR));
+        left = true;
+      }
+      if (pane.labelled && chars >= 3) {
+        var label = svg("text", {"class": left ? "label left" : "label", x: left ? -rad - 3 : rad + 3, y: -rad});
+        label.textContent = r.parent ? short(r.n.text, chars) : "prompt";
+        g.appendChild(label);
+      }
       if (r.kids.length) {
         var t = svg("g", {"class": "toggle", transform: "translate(0," + (rad + 7) + ")"});
         t.appendChild(svg("rect", {x: -5, y: -5, width: 10, height: 10, rx: 2}));
@@ -193,12 +212,12 @@
   /* ---- zoom and pan ----------------------------------------------------------------------- */
   function apply(pane) {
     pane.viewport.setAttribute("transform", "translate(" + pane.tx + "," + pane.ty + ") scale(" + pane.k + ")");
-    pane.svg.classList.toggle("zoomed-in", pane.k >= 1.2);
+    if ((pane.k >= LABEL_ZOOM || pane.ix.byId.size <= LABEL_NODES) !== pane.labelled) draw(pane);
   }
-  function fit(pane) {
+  function fit(pane, measured) {
     var lo = Infinity, hi = -Infinity, bottom = 0;
     pane.order.forEach(function (r) { lo = Math.min(lo, r.x); hi = Math.max(hi, r.x); bottom = Math.max(bottom, r.y); });
-    var box = pane.svg.getBoundingClientRect(), w = Math.max(box.width, 100), h = Math.max(box.height, 100);
+    var box = measured || pane.svg.getBoundingClientRect(), w = Math.max(box.width, 100), h = Math.max(box.height, 100);
     var k = Math.min((w - 60) / Math.max(hi - lo, 1), (h - 60) / Math.max(bottom, 1), 1.6);
     pane.k = Math.max(k, 0.05);
     pane.tx = w / 2 - pane.k * (lo + hi) / 2;
@@ -255,7 +274,8 @@
       if (key === "mcts" && v && typeof v === "object") {
         var q = v.N ? v.W / v.N : null;
         row(dl, "MCTS", "N " + v.N + " · Q " + (q === null ? "–" : fmt(q)) + " · prior " + fmt(v.P) +
-          (v.V !== null && v.V !== undefined ? " · value " + fmt(v.V) : "") + " · expansions " + v.E);
+          (v.E && v.V !== null && v.V !== undefined ? " · leaf value " + fmt(v.V) : "") +
+          " · samples drawn " + v.M);
       } else if (Array.isArray(v) && v.every(function (x) { return typeof x === "number"; })) {
         row(dl, key, v.map(fmt).join(", "));
       } else {
@@ -494,8 +514,10 @@
       if (old) main.replaceChild(pane.section, old);
       else main.appendChild(pane.section);
       panes[slot] = pane;
+      var box = pane.svg.getBoundingClientRect();  // measured before the nodes exist: a cheap layout
+      pane.k = 0;
       draw(pane);
-      fit(pane);
+      fit(pane, box);
       if (pane.view.chosen !== null && pane.view.chosen !== undefined) showNode(pane, pane.view.chosen);
     }
     main.classList.toggle("two", main.querySelectorAll("section.pane").length === 2);
@@ -523,12 +545,12 @@
     }
     top.appendChild(picks);
     var legend = el("div", "legend muted",
-      "bold ring: on the chosen path · ★ chosen · square outline: candidate · dark edge: path ended · number: multiplicity");
+      "gold: the chosen answer's path · ★ chosen · dashed ring: candidate · dark ring: path ended · number: multiplicity");
     top.appendChild(legend);
     document.body.appendChild(top);
     document.body.appendChild(el("main", "panes"));
     DATA.panes.forEach(function (index, slot) { mount(slot, index); });
-    window.reasonViewer = {ready: true, openedMs: performance.now(), panes: panes,
+    window.reasonViewer = {ready: true, openedMs: performance.now(), startedMs: STARTED, panes: panes,
       nodes: function (slot) { return panes[slot] ? panes[slot].ix.byId.size : 0; }};
     document.documentElement.dataset.ready = "1";
     requestAnimationFrame(function () {
