@@ -12,6 +12,7 @@ import base64
 import hashlib
 import html
 import json
+import math
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -37,9 +38,23 @@ def content_security_policy() -> str:
             "img-src data:; base-uri 'none'; form-action 'none'")
 
 
+def _finite(data: object) -> object:
+    """``data`` with NaN and infinities as None (JSON has no such numbers; the page shows them as missing)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _json_for_html(data: object) -> str:
     """JSON that cannot end its ``<script>`` element early, whatever the model wrote."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a NaN or infinite score or logprob somewhere
+        text = json.dumps(_finite(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
