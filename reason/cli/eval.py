@@ -188,7 +188,7 @@ def worker_setup(problems: list[Any], *, name: str, prm_spec: str, value_spec: s
     """What a run loads, here or on each Ray worker of ``reason eval --ray``: the engine, and the
     scorers, verifier, domain and prompts its evaluations take."""
     prm, value = load_scorers(prm_spec, value_spec, dtype, device, backend)
-    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote, prm)
     domain = get_domain(name)
     return engine, {"domain": domain, "verifier": verifiers.get(domain.verifier)(), "prm": prm, "value": value,
                     "prompts": suite_prompts(engine, problems, name, prompt_template)}

@@ -129,9 +129,10 @@ def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, devic
 
 
 def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None,
-                 draft: str | None = None, remote: dict[str, Any] | None = None):
+                 draft: str | None = None, remote: dict[str, Any] | None = None, prm: Any = None):
     """Resolve the model name and load the engine (``remote``: ``base_url`` / ``api_key`` for the
-    ``openai`` backend, whose ``model`` only names the tokenizer)."""
+    ``openai`` backend, whose ``model`` only names the tokenizer). A ``vllm`` engine beside a PRM on
+    vLLM in this process (``prm.gpu_share``) leaves it that share of the GPU's memory."""
     remote = {k: v for k, v in (remote or {}).items() if v is not None}
     if backend == "openai":
         if "base_url" not in remote:
@@ -149,4 +150,6 @@ def build_engine(model: str, backend: str, dtype: str, device: str | None, cache
         options["cache_tokens"] = cache_tokens
     if draft is not None:
         options["draft"] = draft
+    if backend == "vllm" and getattr(prm, "gpu_share", 0.0):
+        options["gpu_memory_utilization"] = round(0.9 - prm.gpu_share, 2)
     return load_engine(resolve_model(model), backend, **options)

@@ -90,7 +90,7 @@ def solve(
     check_count("budget", budget, MAX_BUDGET, "solutions")
     get_domain(suite).make_problem(problem)
     prm, value = load_scorers(prm_spec, value_spec, dtype, device, backend)
-    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
+    engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote, prm)
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
                        budget_tokens=budget_tokens, aggregation=aggregation, **extra)
     if html_out is not None:

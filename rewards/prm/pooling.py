@@ -33,6 +33,10 @@ POOLING_FORMATS = {"qwen": ("rewards.prm.qwen", "QwenMathPRM", 1)}
 """PRM names vLLM's ``token_classify`` pooling serves: the adapter that formats items, and the label
 whose probability is a step's score."""
 
+VLLM_PRM_SHARE = 0.3
+"""The GPU memory share of an in-process vLLM PRM (``gpu_memory_utilization``); a vLLM policy beside
+it takes 0.9 minus this (``reason.cli.options.build_engine`` does that)."""
+
 Pool = Callable[[list[list[int]]], list[Any]]
 """Token ids of many inputs -> each input's pooled rows (nested lists of floats)."""
 
@@ -81,9 +85,11 @@ class PoolingPRM(ProcessRewardModel):
     """A PRM whose model vLLM runs (see the module docstring): items are formatted by ``formatter``,
     sent as token ids through ``pool``, and their step rows read back.
 
-    ``batch_items`` bounds the inputs of one ``pool`` call; ``calls`` counts those calls."""
+    ``batch_items`` bounds the inputs of one ``pool`` call; ``calls`` counts those calls. ``gpu_share``
+    is the GPU memory share it holds in this process (0 when vLLM runs elsewhere)."""
 
     incremental = True
+    gpu_share = 0.0
 
     def __init__(self, name: str, formatter: Any, pool: Pool, *, batch_items: int = 256) -> None:
         if name not in POOLING_FORMATS:
@@ -131,10 +137,11 @@ def _rows(data: Any) -> list[Any]:
     return data.tolist() if hasattr(data, "tolist") else list(data)
 
 
-def load_vllm_prm(name: str, checkpoint: str, *, dtype: str = "auto", gpu_memory_utilization: float = 0.3,
+def load_vllm_prm(name: str, checkpoint: str, *, dtype: str = "auto", gpu_memory_utilization: float = VLLM_PRM_SHARE,
                   batch_items: int = 256, **llm_options: Any) -> PoolingPRM:
     """PRM ``name`` from ``checkpoint`` on an in-process ``vllm.LLM(runner="pooling")`` (for
-    ``--engine vllm``; the policy's own ``LLM`` shares the GPU, hence the small memory share)."""
+    ``--engine vllm``; the policy's own ``LLM`` shares the GPU, hence the small memory share, which
+    the policy's engine leaves free when built beside it)."""
     try:
         import vllm
     except ImportError:
@@ -142,4 +149,6 @@ def load_vllm_prm(name: str, checkpoint: str, *, dtype: str = "auto", gpu_memory
     fmt = formatter(name, checkpoint)
     llm = vllm.LLM(model=checkpoint, runner="pooling", dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
                    **llm_options)
-    return PoolingPRM(name, fmt, vllm_pool(llm), batch_items=batch_items)
+    prm = PoolingPRM(name, fmt, vllm_pool(llm), batch_items=batch_items)
+    prm.gpu_share = gpu_memory_utilization
+    return prm
