@@ -173,6 +173,12 @@ def test_eval_runs_side_by_side_with_a_problem_picker(browser, engine, tmp_path)
     right = next(i for i in (2, 3) if views[i].key == views[0].key)
     for pane, view in ((0, views[0]), (1, views[right])):
         assert sorted(node_ids(page, pane)) == sorted(n["id"] for n in view.tree["nodes"])
+        inside = page.evaluate(  # every node lies within its pane's drawing area (fitted after both panes exist)
+            f"(() => {{ const p = document.querySelector('section.pane[data-pane=\"{pane}\"]');"
+            "const box = p.querySelector('svg.tree').getBoundingClientRect();"
+            "return Array.from(p.querySelectorAll('g.node circle')).every(c => { const r = c.getBoundingClientRect();"
+            "return r.left >= box.left && r.right <= box.right && r.top >= box.top && r.bottom <= box.bottom; }); })()")
+        assert inside, pane
     # pick the other problem on the right: that pane redraws with its tree
     other = 5 - right
     page.evaluate(f"const s = document.querySelector('select.picker[data-slot=\"1\"]'); s.value = '{other}';"

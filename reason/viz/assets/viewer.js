@@ -503,24 +503,24 @@
 
   /* ---- the page: pickers and panes ------------------------------------------------------ */
   var panes = [];
-  function mount(slot, index) {
+  function show(pane, box) {  // the first drawing, fitted to the pane's box measured before its nodes exist
+    pane.k = 0;
+    draw(pane);
+    fit(pane, box);
+    if (pane.view.chosen !== null && pane.view.chosen !== undefined) showNode(pane, pane.view.chosen);
+  }
+
+  function mount(slot, index) {  // a picker changed: (re)place the pane in ``slot``, refit the other
     var main = document.querySelector("main.panes");
     var old = main.querySelector('section.pane[data-pane="' + slot + '"]');
-    if (index === null) {
-      if (old) old.remove();
-      panes[slot] = null;
-    } else {
-      var pane = makePane(slot, index);
-      if (old) main.replaceChild(pane.section, old);
-      else main.appendChild(pane.section);
-      panes[slot] = pane;
-      var box = pane.svg.getBoundingClientRect();  // measured before the nodes exist: a cheap layout
-      pane.k = 0;
-      draw(pane);
-      fit(pane, box);
-      if (pane.view.chosen !== null && pane.view.chosen !== undefined) showNode(pane, pane.view.chosen);
-    }
+    var pane = index === null ? null : makePane(slot, index);
+    if (!pane) { if (old) old.remove(); }
+    else if (old) main.replaceChild(pane.section, old);
+    else main.appendChild(pane.section);
+    panes[slot] = pane;
     main.classList.toggle("two", main.querySelectorAll("section.pane").length === 2);
+    if (pane) show(pane, pane.svg.getBoundingClientRect());
+    panes.forEach(function (other) { if (other && other !== pane) fit(other); });
   }
 
   function picker(slot, allowNone, value) {
@@ -549,7 +549,14 @@
     top.appendChild(legend);
     document.body.appendChild(top);
     document.body.appendChild(el("main", "panes"));
-    DATA.panes.forEach(function (index, slot) { mount(slot, index); });
+    var main = document.querySelector("main.panes");
+    DATA.panes.forEach(function (index, slot) {
+      panes[slot] = makePane(slot, index);
+      main.appendChild(panes[slot].section);
+    });
+    main.classList.toggle("two", panes.length === 2);
+    var boxes = panes.map(function (pane) { return pane.svg.getBoundingClientRect(); });  // one cheap layout
+    panes.forEach(function (pane, slot) { show(pane, boxes[slot]); });
     window.reasonViewer = {ready: true, openedMs: performance.now(), startedMs: STARTED, panes: panes,
       nodes: function (slot) { return panes[slot] ? panes[slot].ix.byId.size : 0; }};
     document.documentElement.dataset.ready = "1";
