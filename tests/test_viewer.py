@@ -94,6 +94,23 @@ def test_newer_schema_and_bad_inputs_are_refused(tmp_path):
         Tree.from_dict({**tree, "version": TREE_SCHEMA_VERSION + 1})
 
 
+def test_view_reads_a_bare_tree_and_a_search_result(tmp_path):
+    tree = synthetic_tree(30, seed=4)
+    bare = tmp_path / "tree.json"
+    bare.write_text(tree.to_json())
+    leaf = tree.leaves()[0]
+    result = {"strategy": "beam", "answer": "7", "text": tree.text(leaf), "chosen": leaf.id, "ledger": {}, "info": {},
+              "candidates": [{"text": tree.text(leaf), "answer": "7", "score": 0.5, "node_id": leaf.id, "count": 1}],
+              "tree": tree.to_dict()}
+    searched = tmp_path / "search.json"
+    searched.write_text(json.dumps(result))
+    out = CliRunner().invoke(main, ["view", str(bare), str(searched), "--out", str(tmp_path / "v.html")])
+    assert out.exit_code == 0 and "2 tree(s), 60 nodes" in out.output, out.output
+    data = json.loads(re.search(r'id="reason-data">(.*?)</script>', (tmp_path / "v.html").read_text(), re.S).group(1))
+    assert data["panes"] == [0, 1] and [v["chosen"] for v in data["views"]] == [None, leaf.id]
+    assert data["views"][1]["candidates"][0]["node_id"] == leaf.id and data["views"][0]["pieces"] is None
+
+
 # -- in the browser -------------------------------------------------------------------------------
 
 @pytest.mark.browser
