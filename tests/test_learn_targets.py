@@ -103,6 +103,7 @@ def test_split_by_problem_never_shares_a_problem(grade):
         check_disjoint(train, sorted(train.problems())[:1])
     kept = build_targets(trees, grade, delimiter="\n", exclude=["p1", "p2"])
     assert not {"p1", "p2"} & kept.problems()
+    assert not build_targets(trees, grade, delimiter="\n", exclude=["2+3*4"]).problems()  # by question text too
 
 
 def test_read_trees_from_records_and_files(tmp_path, grade):

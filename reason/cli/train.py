@@ -59,12 +59,12 @@ def _targets(trees: tuple[str, ...], suite: str, td_lambda: float | None, min_co
              exclude: tuple[str, ...], save: str | None) -> tuple[TargetSet, TargetSet, Any]:
     domain = get_domain(suite)
     grade = answer_grader(domain.extract_answer, verifiers.get(domain.verifier)())
-    excluded = [p.id for spec in exclude for p in load_suite(spec)]
+    excluded = [key for spec in exclude for p in load_suite(spec) for key in (p.id, p.question)]
     targets = build_targets(read_trees(trees), grade, delimiter=domain.delimiter, td_lambda=td_lambda,
                             min_count=min_count, exclude=excluded)
     train, held = split_by_problem(targets, holdout)
     check_disjoint(train, held)
-    check_disjoint(train, excluded)
+    check_disjoint(train, excluded)  # ids; questions were dropped by build_targets
     if save:
         save_targets(targets, save)
     return train, held, domain

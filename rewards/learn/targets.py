@@ -255,11 +255,11 @@ def merge_values(targets: Iterable[ValueTarget]) -> list[ValueTarget]:
 def build_targets(trees: Iterable[Tree], grade: Grade, *, delimiter: str, td_lambda: float | None = None,
                   margin: float = 0.5, min_count: int = 1, exclude: Iterable[str] = ()) -> TargetSet:
     """Value targets (merged across trees of one problem), step labels and preference pairs of
-    ``trees``, leaving out the problems whose ids are in ``exclude``."""
+    ``trees``, leaving out the problems whose id or question text is in ``exclude``."""
     skip = set(exclude)
     out = TargetSet()
     for tree in trees:
-        if problem_id(tree) in skip:
+        if problem_id(tree) in skip or question_text(tree) in skip:
             continue
         mc = mc_values(tree, grade)
         td = td_values(tree, mc, td_lambda) if td_lambda is not None else None
