@@ -1,9 +1,10 @@
 """Many policy servers: tree-affine routing versus round-robin, and a server killed mid-run.
 
 Starts ``--servers`` ``reason serve`` processes (bundled arith model, CPU, one torch thread each) on
-loopback, then runs ``--clients`` searches at once from as many threads (particle filtering with the
-arith PRM at ``--budget``, one arith problem each, each client its own ``openai`` engine over every
-server). Three phases, each on freshly started servers:
+loopback, then runs ``--clients`` searches at once (``--strategy``, particle filtering by default,
+with the arith PRM at ``--budget``, one arith problem each) through one ``openai`` engine over every
+server, as ``reason eval --batch-size`` does; with ``--separate`` each search is a client of its own
+(its own engine and router, in its own thread). Three phases, each on freshly started servers:
 
 1. tree-affine routing (the default);
 2. round-robin routing, the same searches;
@@ -32,7 +33,7 @@ from typing import Any
 import httpx
 
 from reason.core.engine.openai import OpenAIEngine
-from reason.shortcuts import solve
+from reason.shortcuts import solve, solve_many
 from rewards.catalog import load_prm
 from tasks.arith.problems import generate
 from tasks.registry import resolve_model
@@ -87,18 +88,23 @@ def phase(label: str, args: argparse.Namespace, routing: str, kill: bool, refere
     tokenizer_engine.close()
     questions = [p.question for p in generate(3, args.clients, seed=21)]
     prm = load_prm("arith")
-    clients = [OpenAIEngine(urls, tokenizer, routing=routing, max_concurrency=8, timeout=60, retries=3, backoff=0.2)
-               for _ in questions]
+    options = {"strategy": args.strategy, "budget": args.budget, "prm": prm}
+    n_clients = len(questions) if args.separate else 1
+    clients = [OpenAIEngine(urls, tokenizer, routing=routing, max_concurrency=64, timeout=60, retries=3, backoff=0.2)
+               for _ in range(n_clients)]
     results: list[Any] = [None] * len(questions)
     errors: list[str] = []
 
     def run(i: int) -> None:
         try:
-            results[i] = solve(clients[i], questions[i], strategy="particle", budget=args.budget, seed=i, prm=prm)
+            if args.separate:
+                results[i] = solve(clients[i], questions[i], seed=i, **options)
+            else:  # one client, every search at once (as reason eval --batch-size does)
+                results[:] = solve_many(clients[0], questions, seed=0, **options)
         except Exception as exc:  # noqa: BLE001 -- counted and printed
             errors.append(f"{i}: {exc}")
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(questions))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_clients)]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -157,6 +163,9 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--budget", type=int, default=8)
+    parser.add_argument("--strategy", default="particle")
+    parser.add_argument("--separate", action="store_true",
+                        help="each search its own client (own engine and router) instead of one client for all")
     parser.add_argument("--kill-after", type=int, default=100, help="answered requests before the kill (phase 3)")
     parser.add_argument("--phases", default="1,2,3")
     args = parser.parse_args()

@@ -115,7 +115,8 @@ class ServerPool:
             if home != choice:
                 if home is not None:
                     self.stats[home].trees -= 1
-                    self.stats[choice].trees_moved_in += 1
+                    if self.routing == "tree":  # round-robin moves every tree at every request
+                        self.stats[choice].trees_moved_in += 1
                 self.stats[choice].trees += 1
                 self._home[tree_uid] = choice
             self.stats[choice].in_flight += 1
