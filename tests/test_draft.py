@@ -188,6 +188,34 @@ def test_tiny_models_branching_identical(models, tokenizer, arch, temperature):
         engine = HFEngine(models[arch], tokenizer, draft=name, cache_tokens=600, draft_threshold=0.0)
         assert snapshot(grow_t(engine)) == ref, name
     assert engine.ledger.draft_proposed > 0
+    # Siblings' drafts packed into one tree-masked row per expansion.
+    packed = HFEngine(models[arch], tokenizer, draft="spine", cache_tokens=600, draft_threshold=0.0, pack_siblings=True)
+    assert snapshot(grow_t(packed)) == ref
+    assert packed.ledger.draft_proposed > 0
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_packed_sibling_drafts_identical_in_fewer_rows(arith_engines, temperature):
+    """16 samples of one prompt drafted and packed into one row per step: the same tokens and
+    logprobs as plain decoding, with drafts accepted."""
+    plain, _ = arith_engines
+    packed = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu", draft="spine",
+                                      draft_threshold=0.0, pack_siblings=True)
+    stop = Stop(max_tokens=48)
+
+    def run(engine):
+        tree = engine.new_tree("((23+20)*5-17)*3")
+        [kids] = engine.expand_many([ExpandRequest(tree, tree.root, 16, stop, Sampling(temperature=temperature, seed=7))])
+        return [(tuple(k.token_ids), k.finish_reason) for k in kids], [k.logprobs for k in kids]
+
+    ref, ref_lp = run(plain)
+    got, lp = run(packed)
+    assert got == ref
+    for a, b in zip(lp, ref_lp):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert packed.ledger.draft_accepted > 0
+    # One packed row per step instead of 16: far fewer forward rows than tokens generated.
+    assert packed.ledger.forward_passes < packed.ledger.generated_tokens / 16
 
 
 def test_adaptive_size_backs_off_when_drafts_fail(models, tokenizer):
@@ -264,3 +292,38 @@ def test_cost_threshold_cuts_drafts_but_not_tokens(arith_engines):
     with pytest.raises(ReasonError, match="draft_threshold"):
         HFEngine(plain.model, plain.tokenizer, draft="spine", draft_threshold=1.5)
 
+
+
+def test_run_index_is_bounded_and_keeps_the_newest():
+    """The run-wide index drops its oldest sequences past its bound, and every occurrence it keeps
+    points into a sequence it still holds."""
+    from reason.core.draft.suffix import RunIndex
+
+    idx = RunIndex(max_tokens=50)
+    for k in range(40):
+        idx.add([k % 7, (k * 3) % 5, 1, 2, 3, k], order=k)
+    assert idx.tokens <= 50
+    kept = {id(d) for d in idx.docs}
+    assert all(id(doc) in kept for entries in idx.grams.values() for doc, _ in entries)
+    assert [d.order for d in idx.docs] == sorted(d.order for d in idx.docs)
+    assert idx.docs[-1].tokens[-1] == 39
+    assert sum(len(e) for e in idx.grams.values()) == sum(len(d.tokens) - 1 for d in idx.docs)
+
+
+def test_run_index_drafts_for_a_new_tree(arith_engines):
+    """A second, fresh tree of a prompt the run already decoded drafts from the run-wide index:
+    almost every token is accepted, where the tree itself holds nothing yet."""
+    engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu", draft="suffix",
+                                      draft_threshold=0.0)
+    plain, _ = arith_engines
+    stop = Stop(max_tokens=40)
+    outs = []
+    for engine_ in (engine, engine, plain):
+        tree = engine_.new_tree("((23+20)*5-17)*3")
+        before = (engine_.ledger.draft_accepted, engine_.ledger.generated_tokens)
+        [kids] = engine_.expand_many([ExpandRequest(tree, tree.root, 1, stop, Sampling(temperature=0.0))])
+        outs.append((tuple(kids[0].token_ids), engine_.ledger.draft_accepted - before[0],
+                     engine_.ledger.generated_tokens - before[1]))
+    (first, acc1, _), (second, acc2, made2), (ref, _, _) = outs
+    assert first == second == ref
+    assert acc2 > acc1 and acc2 >= 0.7 * made2

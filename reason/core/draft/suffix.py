@@ -6,12 +6,16 @@ measure how long the match is, and follows the best (longest, then most recent) 
 forwards: along the rest of their node and on into that node's children, so the draft branches
 where the search tree branched. Continuations are merged into a token trie weighted by match length
 and the heaviest ``budget`` nodes form the draft. Sequences still being decoded
-are indexed too, so a sibling that is ahead drafts for one that is behind.
+are indexed too, so a sibling that is ahead drafts for one that is behind. Every finished sequence
+also goes into a run-wide index (:class:`RunIndex`, bounded), so later problems, trees and RL steps
+draft from what earlier ones generated.
 """
 
 from __future__ import annotations
 
+import itertools
 import weakref
+from collections import deque
 from itertools import count
 
 from reason.core.draft.base import Draft, Drafter, DraftQuery, best_first
@@ -48,23 +52,62 @@ class _TreeIndex:
         self.tokens += len(doc.tokens) - start
 
 
+class RunIndex:
+    """Bigram index over the sequences every expansion of a run generated, across trees, problems
+    and RL steps (SuffixDecoding's global index), bounded: past ``max_tokens`` indexed tokens the
+    oldest sequences are dropped, so memory stays flat however long the engine lives."""
+
+    def __init__(self, max_tokens: int = 200_000) -> None:
+        self.max_tokens = max_tokens
+        self.docs: deque[_Doc] = deque()
+        self.grams: dict[tuple[int, int], deque[tuple[_Doc, int]]] = {}
+        self.tokens = 0
+
+    def add(self, tokens: list[int], order: int) -> None:
+        """Index one finished sequence's tokens (``order``: its recency among all documents)."""
+        if len(tokens) < 2 or self.max_tokens <= 0:
+            return
+        doc = _Doc(None, None, order)
+        doc.tokens = tokens[-self.max_tokens :]
+        for i in range(1, len(doc.tokens)):
+            self.grams.setdefault((doc.tokens[i - 1], doc.tokens[i]), deque()).append((doc, i))
+        self.docs.append(doc)
+        self.tokens += len(doc.tokens)
+        while self.tokens > self.max_tokens:
+            self._drop(self.docs.popleft())
+
+    def _drop(self, doc: _Doc) -> None:
+        # Entries are appended in document order, so the oldest document's are at each front.
+        for i in range(1, len(doc.tokens)):
+            gram = (doc.tokens[i - 1], doc.tokens[i])
+            entries = self.grams[gram]
+            entries.popleft()
+            if not entries:
+                del self.grams[gram]
+        self.tokens -= len(doc.tokens)
+
+
 class SuffixDrafter(Drafter):
-    """Drafts from matches in the problem's own tree (see the module docstring).
+    """Drafts from matches in the problem's own tree and in what the run generated before (see the
+    module docstring).
 
     ``max_match``: how far back a match is measured; ``occurrences``: how many matches are followed;
     ``branch``: how many children are followed where a matched node branches; ``scan``: how many of
-    the most recent occurrences of a bigram are examined.
+    the most recent occurrences of a bigram are examined; ``run_tokens``: the bound of the run-wide
+    index of finished sequences (:class:`RunIndex`; 0 for none).
     """
 
     name = "suffix"
 
-    def __init__(self, max_match: int = 16, occurrences: int = 6, branch: int = 2, scan: int = 64) -> None:
+    def __init__(self, max_match: int = 16, occurrences: int = 6, branch: int = 2, scan: int = 64,
+                 run_tokens: int = 200_000) -> None:
         self.max_match = max_match
         self.occurrences = occurrences
         self.branch = branch
         self.scan = scan
         self._order = count()
         self._index: weakref.WeakKeyDictionary[Tree, _TreeIndex] = weakref.WeakKeyDictionary()
+        self.run = RunIndex(run_tokens)
 
     # -- the index --------------------------------------------------------------------------------
 
@@ -93,12 +136,13 @@ class SuffixDrafter(Drafter):
         for idx in self._index.values():
             doc = idx.by_seq.pop(key, None)
             if doc is not None:
+                self.run.add(doc.tokens, next(self._order))
                 doc.node = None
                 doc.tokens = doc.tokens[:0]  # its occurrences now point at nothing
 
     def memory_bytes(self) -> int:
         # Per indexed token: one gram entry (a tuple in a list, ~72 bytes) and the token itself.
-        return sum(idx.tokens for idx in self._index.values()) * 80
+        return (sum(idx.tokens for idx in self._index.values()) + self.run.tokens) * 80
 
     # -- drafting -----------------------------------------------------------------------------------
 
@@ -143,17 +187,22 @@ class SuffixDrafter(Drafter):
         tail = query.context(self.max_match)
         if len(tail) < 2:
             return []
-        occ = idx.grams.get((tail[-2], tail[-1]), [])
+        gram = (tail[-2], tail[-1])
         scored = []
-        for doc, i in occ[-self.scan:]:
+        for doc, i in _recent(idx.grams.get(gram, ()), self.scan):
             if doc is own and i == len(doc.tokens) - 1:
                 continue
             if doc.node is not None and doc.node not in query.tree:
                 continue
             if i + 1 >= len(doc.tokens) and (doc.node is None or not doc.node.children):
                 continue  # nothing follows
-            scored.append((self._match_len(doc, i, tail), doc.order, i, doc))
-        scored.sort(key=lambda s: (-s[0], -s[1], -s[2]))
+            scored.append((self._match_len(doc, i, tail), 1, doc.order, i, doc))
+        # The run's earlier sequences, ranked after this tree's own matches of the same length.
+        for doc, i in _recent(self.run.grams.get(gram, ()), self.scan):
+            if i + 1 < len(doc.tokens):
+                scored.append((self._match_len(doc, i, tail), 0, doc.order, i, doc))
+        scored.sort(key=lambda s: (-s[0], -s[1], -s[2], -s[3]))
+        scored = [(length, order, i, doc) for length, _, order, i, doc in scored]
         out = []
         for length, _, i, doc in scored[: self.occurrences]:
             for path in self._continuations(doc, i, depth, idx, query.tree):
@@ -167,6 +216,13 @@ class SuffixDrafter(Drafter):
         trie = continuation_trie(self.candidates(query, budget))
         context = query.context(1)
         return best_first(context, lambda tokens: ranked_children(trie, tuple(tokens[len(context):])), budget)
+
+
+def _recent(entries, n: int) -> list:
+    """The last ``n`` of a list or deque of occurrences."""
+    if len(entries) <= n:
+        return list(entries)
+    return list(itertools.islice(entries, len(entries) - n, None))
 
 
 Trie = dict[tuple[int, ...], dict[int, float]]

@@ -8,6 +8,20 @@ from reason.core.engine.base import Stop
 from reason.core.tree import FinishReason
 
 
+class TokenTexts:
+    """Each token id's text decoded on its own, computed once per id (a memo over ``decode``)."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
+        self.decode = decode
+        self._texts: dict[int, str] = {}
+
+    def __call__(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            text = self._texts[token] = self.decode([token])
+        return text
+
+
 class StopChecker:
     """Checks one sequence's tokens against a :class:`Stop` after every new token.
 
@@ -21,6 +35,7 @@ class StopChecker:
         eos_ids: set[int],
         decode: Callable[[Sequence[int]], str],
         room: int | None,
+        token_text: Callable[[int], str] | None = None,
     ) -> None:
         self.stop = stop
         self.stop_ids = set(stop.token_ids) | (eos_ids if stop.eos else set())
@@ -28,6 +43,8 @@ class StopChecker:
         self.decode = decode
         self.room = room  # tokens the model's context still has for this sequence
         self.window = max((len(s) for s in stop.strings), default=0) + 4
+        self.token_text = token_text or TokenTexts(decode)
+        self.last_chars = {s[-1] for s in stop.strings if s}
 
     def check(self, tokens: Sequence[int]) -> FinishReason | None:
         """The finish reason if ``tokens`` (this sequence's generated tokens, the newest last) end
@@ -35,7 +52,7 @@ class StopChecker:
         last = tokens[-1]
         if last in self.stop_ids:
             return "eos" if last in self.eos_ids and last not in self.stop.token_ids else "stop"
-        if self.stop.strings:
+        if self.stop.strings and self._may_complete(last):
             tail = tokens[-self.window :]
             text = self.decode(tail)
             hits = [s for s in self.stop.strings if s in text]
@@ -51,3 +68,11 @@ class StopChecker:
         if self.room is not None and n >= self.room:
             return "length"
         return None
+
+    def _may_complete(self, token: int) -> bool:
+        """Whether appending ``token`` can complete a stop string: a new match ends inside the
+        token's own text, so that text holds the string's last character. Tokens whose text alone
+        is empty or a partial character (decoders that are not concatenative there) are always
+        checked against the decoded tail."""
+        text = self.token_text(token)
+        return not text or "\ufffd" in text or any(c in text for c in self.last_chars)

@@ -17,6 +17,7 @@ at the same depth share a position.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,15 +46,17 @@ class Row:
 
 @dataclass
 class Batch:
-    """The tensors of one forward and where each wanted hidden state lands."""
+    """The tensors of one forward and where each wanted hidden state lands.
+
+    ``gather`` holds flat indices into the ``[batch * queries]`` hidden states, in row order; None
+    when every row has one query and wants it (the hidden states are then the rows, in order)."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     mask: torch.Tensor
     write_idx: torch.Tensor
     read_idx: torch.Tensor
-    gather_rows: torch.Tensor
-    gather_cols: torch.Tensor
+    gather: torch.Tensor | None
 
     @property
     def n_tokens(self) -> int:
@@ -75,31 +78,74 @@ def _ancestors(parents: list[int]) -> np.ndarray:
 def build_batch(rows: list[Row], dtype: torch.dtype, device: torch.device) -> Batch:
     """Pack ``rows`` into padded tensors for one forward of the model."""
     # Assembled in numpy and converted once: per-row torch slice writes cost more than the model
-    # itself for small decode batches.
+    # itself for small decode batches. Rows of one query each (plain decoding) take a vectorised
+    # path with a fixed number of array operations whatever the batch size.
     b = len(rows)
     q_max = max(r.q for r in rows)
     c_max = max(len(r.ctx) for r in rows)
     e_max = max(len(r.extra) for r in rows)
     k_len = c_max + e_max + q_max
     new = c_max + e_max  # first key column of the rows' own new tokens
-
-    input_ids = np.zeros((b, q_max), dtype=np.int64)
-    position_ids = np.zeros((b, q_max), dtype=np.int64)
-    write_idx = np.full((b, q_max), TRASH_SLOT, dtype=np.int64)
+    ints = np.empty((3, b, q_max), dtype=np.int64)  # input ids, positions, write slots
     read_idx = np.full((b, k_len), TRASH_SLOT, dtype=np.int64)
+    if q_max == 1 and e_max == 0:
+        allow, gather = _single_queries(rows, ints, read_idx, c_max)
+    else:
+        allow, gather = _general(rows, ints, read_idx, q_max, c_max, new)
+    blocked = torch.from_numpy(~allow).view(b, 1, q_max, k_len)
+    mask = torch.zeros(b, 1, q_max, k_len, dtype=dtype).masked_fill_(blocked, torch.finfo(dtype).min)
+    ints_t = torch.from_numpy(ints).to(device)
+    return Batch(
+        input_ids=ints_t[0],
+        position_ids=ints_t[1],
+        mask=mask.to(device),
+        write_idx=ints_t[2],
+        read_idx=torch.from_numpy(read_idx).to(device),
+        gather=None if gather is None else torch.from_numpy(gather).to(device),
+    )
+
+
+def _single_queries(rows: list[Row], ints: np.ndarray, read_idx: np.ndarray, c_max: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of one query each: its context, then its own new key in column ``c_max``."""
+    b = len(rows)
+    ints[:, :, 0] = np.array([(r.tokens[0], r.positions[0], r.write_slots[0]) for r in rows], dtype=np.int64).T
+    lens = np.fromiter((len(r.ctx) for r in rows), dtype=np.int64, count=b)
+    total = int(lens.sum())
+    if b <= 4:  # a few rows: one slice write each is cheaper than the index arithmetic below
+        for i, r in enumerate(rows):
+            read_idx[i, : len(r.ctx)] = r.ctx
+    elif total:
+        flat = np.fromiter(itertools.chain.from_iterable(r.ctx for r in rows), dtype=np.int64, count=total)
+        row_of = np.repeat(np.arange(b), lens)
+        col_of = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
+        read_idx[row_of, col_of] = flat
+    read_idx[:, c_max] = ints[2, :, 0]
+    cols = np.arange(c_max + 1)
+    allow = (cols[None, :] < lens[:, None]) | (cols[None, :] == c_max)
+    wants_all = all(r.want == [0] for r in rows)
+    gather = None if wants_all else np.array([i for i, r in enumerate(rows) for _ in r.want], dtype=np.int64)
+    return allow, gather
+
+
+def _general(rows: list[Row], ints: np.ndarray, read_idx: np.ndarray, q_max: int, c_max: int,
+             new: int) -> tuple[np.ndarray, np.ndarray]:
+    """Any rows: right-aligned queries, ``[ctx | extra | new]`` keys (see the module docstring)."""
+    b = len(rows)
+    k_len = read_idx.shape[1]
+    ints[0] = 0
+    ints[1] = 0
+    ints[2] = TRASH_SLOT
     allow = np.zeros((b, q_max, k_len), dtype=np.bool_)
     # Padding queries see only their own (trash) key, so no softmax row is empty.
     diag = np.arange(q_max)
     allow[:, diag, new + diag] = True
-
-    gather_rows: list[int] = []
-    gather_cols: list[int] = []
+    gather: list[int] = []
     chain = np.tril(np.ones((q_max, q_max), dtype=np.bool_))
     for i, r in enumerate(rows):
         off = q_max - r.q
-        input_ids[i, off:] = r.tokens
-        position_ids[i, off:] = r.positions
-        write_idx[i, off:] = r.write_slots
+        ints[0, i, off:] = r.tokens
+        ints[1, i, off:] = r.positions
+        ints[2, i, off:] = r.write_slots
         n_ctx = len(r.ctx)
         if n_ctx:
             read_idx[i, :n_ctx] = r.ctx
@@ -110,22 +156,6 @@ def build_batch(rows: list[Row], dtype: torch.dtype, device: torch.device) -> Ba
         read_idx[i, new + off :] = r.write_slots
         anc = chain[: r.q, : r.q] if r.parents is None else _ancestors(r.parents)
         allow[i, off:, new + off :] = anc
-        for w in r.want:
-            gather_rows.append(i)
-            gather_cols.append(off + w)
-
-    mask = torch.zeros(b, 1, q_max, k_len, dtype=dtype)
-    mask.masked_fill_(~torch.from_numpy(allow)[:, None], torch.finfo(dtype).min)
-
-    def put(a: np.ndarray | list[int]) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a, dtype=np.int64)).to(device)
-
-    return Batch(
-        input_ids=put(input_ids),
-        position_ids=put(position_ids),
-        mask=mask.to(device),
-        write_idx=put(write_idx),
-        read_idx=put(read_idx),
-        gather_rows=put(gather_rows),
-        gather_cols=put(gather_cols),
-    )
+        base = i * q_max + off
+        gather.extend(base + w for w in r.want)
+    return allow, np.array(gather, dtype=np.int64)

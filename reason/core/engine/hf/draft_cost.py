@@ -54,3 +54,55 @@ class ForwardCost:
         if b is None or self._t <= 0:
             return 0.0
         return b * self._y / self._t
+
+
+class DraftGate:
+    """Whether this step drafts at all: the measured seconds per generated token of decode steps
+    with drafts against steps without, kept apart by how many sequences the step decodes (powers
+    of two), since that is what decides between a latency-bound and a compute-bound forward.
+
+    Each bucket starts by alternating the two modes for ``warmup`` steps each, then runs the
+    faster one and tries the other every ``explore_every``-th step, so it follows a workload whose
+    balance shifts. What it measures is everything drafting adds (proposals, the wider forward,
+    verification in Python), which a per-token cost fit cannot see. Drafting is lossless, so the
+    choice changes only the time a step takes, never a token.
+    """
+
+    def __init__(self, warmup: int = 3, explore_every: int = 16, decay: float = 0.8) -> None:
+        self.warmup = warmup
+        self.explore_every = explore_every
+        self.decay = decay
+        self._stats: dict[tuple[int, bool], list[float]] = {}  # (bucket, drafted) -> [steps, seconds, tokens]
+        self._steps: dict[int, int] = {}
+
+    @staticmethod
+    def bucket(n_seqs: int) -> int:
+        return max(1, n_seqs).bit_length()
+
+    def per_token(self, bucket: int, drafted: bool) -> float | None:
+        """Smoothed seconds per generated token in ``bucket`` with or without drafts, None before
+        any step of that kind."""
+        stat = self._stats.get((bucket, drafted))
+        if stat is None or stat[2] <= 0:
+            return None
+        return stat[1] / stat[2]
+
+    def choose(self, n_seqs: int) -> bool:
+        """Draft this step, which decodes ``n_seqs`` sequences?"""
+        b = self.bucket(n_seqs)
+        step = self._steps.get(b, 0)
+        self._steps[b] = step + 1
+        counts = [self._stats.get((b, mode), [0.0])[0] for mode in (False, True)]
+        if min(counts) < self.warmup:
+            return counts[True] <= counts[False]
+        on, off = self.per_token(b, True), self.per_token(b, False)
+        better = on is not None and off is not None and on < off
+        return (not better) if step % self.explore_every == 0 else better
+
+    def record(self, n_seqs: int, drafted: bool, seconds: float, tokens: int) -> None:
+        """One decode step's wall time and the tokens it generated."""
+        stat = self._stats.setdefault((self.bucket(n_seqs), drafted), [0.0, 0.0, 0.0])
+        d = self.decay if stat[0] >= 1 else 0.0
+        stat[0] += 1
+        stat[1] = d * stat[1] + seconds
+        stat[2] = d * stat[2] + tokens

@@ -33,7 +33,7 @@ from reason.core.engine.hf.loader import load_model_and_tokenizer
 from reason.core.engine.hf.runner import ModelRunner, new_pool
 from reason.core.engine.hf.scheduler import Job, Plan, Scheduler, Seq
 from reason.core.engine.hf.speculative import Speculator, check_draft_options
-from reason.core.engine.stops import StopChecker
+from reason.core.engine.stops import StopChecker, TokenTexts
 from reason.core.engine.text import decode, eos_token_ids, tokenize_prompt
 from reason.core.errors import ReasonError
 from reason.core.seeding import derive_seed, fresh_seed
@@ -113,6 +113,7 @@ class HFEngine(Engine):
             pack_siblings=pack_siblings,
             draft_planner=None if self.speculator is None else self.speculator.plan,
         )
+        self._token_text = TokenTexts(self.decode)  # shared by every sequence's stop checks
         self._tickets = 0
         self._hooked: set[int] = set()
         self.weights_version = 0  # bumped by update_weights
@@ -183,7 +184,7 @@ class HFEngine(Engine):
         sampling = request.sampling
         base_seed = sampling.seed if sampling.seed is not None else fresh_seed()
         for i in range(request.n):
-            checker = StopChecker(request.stop, self.eos_ids, self.decode, room)
+            checker = StopChecker(request.stop, self.eos_ids, self.decode, room, self._token_text)
             job.seqs.append(Seq(job, i, derive_seed(base_seed, i), checker))
         self.scheduler.add(job)
         return job.ticket
@@ -233,9 +234,11 @@ class HFEngine(Engine):
         outcomes of the requests that finished."""
         started = time.perf_counter()
         self.scheduler.admit()
+        drafting = False
         if self.speculator is not None:
-            self.speculator.begin_step()
-        plans = self.scheduler.schedule()
+            decoding = sum(len(j.live()) for j in self.scheduler.running if j.started)
+            drafting = self.speculator.begin_step(decoding)
+        plans = self.scheduler.schedule(drafting)
         planned = time.perf_counter() - started
         prefill, decode_rows = self.runner.split(plans)
         for group in prefill + ([decode_rows] if decode_rows else []):
@@ -263,6 +266,13 @@ class HFEngine(Engine):
             at += n_want
             if p.seqs is None:
                 self.scheduler.absorb_head(p, h)
+            elif p.parts:  # packed siblings' drafted rows: each verified on its own share
+                q_at = 0
+                for part in p.parts:
+                    q = part.row.q
+                    part.row.write_slots = p.row.write_slots[q_at : q_at + q]
+                    drafted.append((part, h[q_at : q_at + q]))
+                    q_at += q
             elif p.draft is not None:
                 drafted.append((p, h))
             else:

@@ -86,10 +86,12 @@ class ModelRunner:
         return self.head.weight.shape[0]
 
     def split(self, plans: list[Plan]) -> tuple[list[list[Plan]], list[Plan]]:
-        """Group ``plans`` into forwards: prefill groups of long rows (each within the prefill token
-        budget, padded), and one group of the short decode rows (empty when there are none)."""
-        long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS]
-        short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS]
+        """Group ``plans`` into forwards: prefill groups of long plain rows (each within the prefill
+        token budget, padded), and one group of the decode rows: short ones and tree-masked ones
+        (empty when there are none)."""
+        # Tree-masked rows (packed siblings, drafts) are decode work however long they are.
+        long_rows = [p for p in plans if p.row.q > self.PREFILL_ROW_TOKENS and p.row.parents is None]
+        short_rows = [p for p in plans if p.row.q <= self.PREFILL_ROW_TOKENS or p.row.parents is not None]
         groups: list[list[Plan]] = []
         for p in sorted(long_rows, key=lambda p: p.row.q):
             if groups:
@@ -123,7 +125,9 @@ class ModelRunner:
                 use_cache=True,
                 **{self._cache_arg: cache},
             )
-            return out.last_hidden_state[batch.gather_rows, batch.gather_cols]
+            hidden = out.last_hidden_state
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            return flat if batch.gather is None else flat.index_select(0, batch.gather)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits (float32) from final hidden states ``[n, hidden]``."""

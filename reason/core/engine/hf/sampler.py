@@ -72,6 +72,14 @@ class Chosen(NamedTuple):
     sampling_logprobs: list[float]
 
 
+def _greedy(logits: torch.Tensor) -> Chosen:
+    """Every row greedy: the argmax, its model logprob, and sampling logprob 0 (three tensor ops
+    for the whole batch; the common case of one greedy sequence decoding)."""
+    top, tokens = logits.max(-1)
+    logprobs = top - torch.logsumexp(logits, -1)
+    return Chosen(tokens.tolist(), logprobs.tolist(), [0.0] * len(tokens))
+
+
 def choose_tokens(
     logits: torch.Tensor,
     temperatures: list[float],
@@ -96,6 +104,8 @@ def sample_tokens(
     row's temperature, top-k, top-p and uniform, with both logprobs of the module docstring."""
     logits = logits.float()
     n, vocab = logits.shape
+    if not any(temperatures):
+        return _greedy(logits)
     tokens = torch.zeros(n, dtype=torch.long)
     lse = torch.zeros(n)
     sampling = torch.zeros(n)  # greedy rows keep 0: the argmax has probability 1

@@ -116,6 +116,23 @@ class Plan:
     discard_last: bool = False  # head row re-feeds a cached last token only for its hidden state
     draft: Draft | None = None  # decode row of one sequence that also feeds this draft tree
     draft_context: list[int] = field(default_factory=list)  # that sequence's last tokens
+    parts: list[Plan] = field(default_factory=list)  # drafted rows packed into this one (siblings)
+
+
+def _own_slots_as_extra(row: Row, seqs: list[Seq], queries: list[int]) -> None:
+    """Give a packed row each sequence's own earlier slots as extra keys, seen only by that
+    sequence's ``queries`` (consecutive query counts, in ``seqs`` order)."""
+    extra: list[int] = []
+    for s in seqs:
+        extra.extend(s.slots)
+    allow = torch.zeros(sum(queries), len(extra), dtype=torch.bool)
+    q_at = k_at = 0
+    for s, n in zip(seqs, queries):
+        allow[q_at : q_at + n, k_at : k_at + len(s.slots)] = True
+        q_at += n
+        k_at += len(s.slots)
+    row.extra = extra
+    row.extra_allow = allow
 
 
 DraftPlanner = Callable[[Job, Seq, list[int], int], Plan]
@@ -190,16 +207,17 @@ class Scheduler:
 
     # -- planning -------------------------------------------------------------------------------
 
-    def schedule(self) -> list[Plan]:
-        """This step's rows, each with KV slots for the tokens it feeds."""
+    def schedule(self, drafting: bool = True) -> list[Plan]:
+        """This step's rows, each with KV slots for the tokens it feeds (decode rows drafted when
+        there is a draft planner and ``drafting``)."""
         plans: list[Plan] = []
         restoring: set[NodeKV] = set()
         for job in self.running:
             assert job.entries is not None
-            plans.extend(self.plan_job(job, restoring))
+            plans.extend(self.plan_job(job, restoring, drafting))
         return self._secure_slots(plans)
 
-    def plan_job(self, job: Job, restoring: set[NodeKV]) -> list[Plan]:
+    def plan_job(self, job: Job, restoring: set[NodeKV], drafting: bool = True) -> list[Plan]:
         """The rows of one running job: a head row while its path is not cached, else its decode
         rows. ``restoring`` holds the path entries that earlier head rows of this step feed."""
         assert job.entries is not None
@@ -215,7 +233,7 @@ class Scheduler:
             return []
         if not job.started:
             return []  # started right after this step's forwards
-        return self.decode_plans(job)
+        return self.decode_plans(job, drafting)
 
     def path_slots(self, job: Job) -> list[int]:
         """The KV slots of the job's path, in order."""
@@ -249,37 +267,31 @@ class Scheduler:
         row = Row(tokens=tokens, positions=positions, write_slots=[], ctx=ctx, want=[i for i, _ in head_nodes])
         return Plan(row, job, None, head_nodes, discard_last=discard)
 
-    def decode_plans(self, job: Job) -> list[Plan]:
+    def decode_plans(self, job: Job, drafting: bool = True) -> list[Plan]:
         """Rows feeding each live sequence's unfed tokens (drafted, or packed, where enabled)."""
         ctx = self.path_slots(job)
         base = len(ctx)
         live = job.live()
         plans: list[Plan] = []
         packable = [s for s in live if len(s.tokens) - len(s.slots) == 1]
-        if self.draft_planner is not None:
-            for s in packable:
-                plans.append(self.draft_planner(job, s, ctx, base))
+        if self.draft_planner is not None and drafting:
+            drafted = [self.draft_planner(job, s, ctx, base) for s in packable]
+            if self.pack_siblings and len(drafted) > 1:
+                plans.append(self._packed(job, ctx, drafted))
+            else:
+                plans.extend(drafted)
             live = [s for s in live if s not in packable]
             packable = []
         if self.pack_siblings and len(packable) > 1:
-            extra: list[int] = []
-            spans: list[tuple[int, int]] = []
-            for s in packable:
-                spans.append((len(extra), len(extra) + len(s.slots)))
-                extra.extend(s.slots)
-            allow = torch.zeros(len(packable), len(extra), dtype=torch.bool)
-            for i, (a, b) in enumerate(spans):
-                allow[i, a:b] = True
             row = Row(
                 tokens=[s.tokens[-1] for s in packable],
                 positions=[base + len(s.tokens) - 1 for s in packable],
                 write_slots=[],
                 ctx=ctx,
                 parents=[-1] * len(packable),
-                extra=extra,
-                extra_allow=allow,
                 want=list(range(len(packable))),
             )
+            _own_slots_as_extra(row, packable, [1] * len(packable))
             plans.append(Plan(row, job, packable))
             live = [s for s in live if s not in packable]
         for s in live:
@@ -294,6 +306,26 @@ class Scheduler:
             )
             plans.append(Plan(row, job, [s]))
         return plans
+
+    @staticmethod
+    def _packed(job: Job, ctx: list[int], parts: list[Plan]) -> Plan:
+        """One tree-masked row feeding several siblings' drafted rows (each its newest token and
+        its draft tree): the path is gathered once for all of them, and the row is as long as
+        their drafts together rather than each padded to the longest."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        parents: list[int] = []
+        for part in parts:
+            at = len(tokens)
+            tokens.extend(part.row.tokens)
+            positions.extend(part.row.positions)
+            assert part.row.parents is not None
+            parents.extend(p if p < 0 else p + at for p in part.row.parents)
+        row = Row(tokens=tokens, positions=positions, write_slots=[], ctx=ctx, parents=parents,
+                  want=list(range(len(tokens))))
+        seqs = [part.seqs[0] for part in parts if part.seqs]
+        _own_slots_as_extra(row, seqs, [part.row.q for part in parts])
+        return Plan(row, job, seqs, parts=parts)
 
     # -- KV slots -------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import torch
 
 from reason.core.draft import Draft, Drafter, DraftQuery
 from reason.core.engine.hf.batch import Row
-from reason.core.engine.hf.draft_cost import ForwardCost
+from reason.core.engine.hf.draft_cost import DraftGate, ForwardCost
 from reason.core.engine.hf.kv import KVPool
 from reason.core.engine.hf.runner import ModelRunner
 from reason.core.engine.hf.scheduler import Job, Plan, Seq
@@ -65,16 +65,28 @@ class Speculator:
         self.draft_tokens = draft_tokens
         self.draft_threshold = draft_threshold
         self.cost = ForwardCost()
+        # With a fixed threshold drafts are sized by acceptance alone and every step drafts; when
+        # measuring, the gate also decides step by step whether drafting pays at all.
+        self.gate = DraftGate() if draft_threshold is None else None
         self.threshold = 0.0  # this step's draft threshold
         self.rate = 1.0  # engine-wide moving average of accepted draft tokens per verification
+        self.drafting = True  # whether this step drafts
+        self._n_seqs = 0
 
-    def begin_step(self) -> None:
-        """Fix this step's draft threshold (measured, or the given one)."""
+    def begin_step(self, n_seqs: int) -> bool:
+        """Fix this step's draft threshold (measured, or the given one) and whether the step, which
+        decodes ``n_seqs`` sequences, drafts at all (see :class:`DraftGate`)."""
         self.threshold = self.cost.threshold() if self.draft_threshold is None else self.draft_threshold
+        self._n_seqs = n_seqs
+        self.drafting = self.gate is None or n_seqs == 0 or self.gate.choose(n_seqs)
+        return self.drafting
 
     def record(self, tokens_fed: int, tokens_yielded: int, seconds: float) -> None:
-        """Measure one decode forward (drafting and verification included) for the threshold."""
+        """Measure one decode forward (drafting and verification included) for the threshold and
+        the gate."""
         self.cost.record(tokens_fed, tokens_yielded, seconds)
+        if self.gate is not None and self._n_seqs:
+            self.gate.record(self._n_seqs, self.drafting, seconds, tokens_yielded)
 
     def draft_size(self, s: Seq) -> int:
         """This step's draft size for ``s``: about twice what it has been accepting, at least 2, cut
