@@ -40,6 +40,9 @@ def test_unknown_fields_are_ignored_with_a_warning_and_a_header(server, caplog):
     assert extra.headers[IGNORED_HEADER] == "extra_body,frobnicate,guided_json"
     assert any("frobnicate" in r.getMessage() for r in caplog.records)
     assert extra.json()["choices"][0]["token_ids"] == plain.json()["choices"][0]["token_ids"]
+    odd = post(server, "completions", **GREEDY, **{"bad\r\nX-Injected: 1": 1, "é": 2})
+    assert odd.status_code == 200 and odd.headers[IGNORED_HEADER] == "bad??X-Injected:?1,?"
+    assert "x-injected" not in odd.headers
 
 
 def test_vllm_sampling_fields_at_neutral_values_change_nothing(server):

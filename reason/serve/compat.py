@@ -29,9 +29,9 @@ def ignored_header(body: Any, endpoint: str) -> dict[str, str]:
     names = ignored_fields(body)
     if not names:
         return {}
-    shown = [n[:60] for n in names[:32]]
+    shown = ["".join(c if " " < c < "\x7f" else "?" for c in n[:60]) for n in names[:32]]  # printable ASCII
     log.warning("%s: the request's fields %s are ignored by this server", endpoint, ", ".join(shown))
-    return {IGNORED_HEADER: ",".join(n.encode("ascii", "replace").decode() for n in shown)}
+    return {IGNORED_HEADER: ",".join(shown)}
 
 
 def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool,
