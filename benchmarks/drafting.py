@@ -18,7 +18,11 @@ Three sections (``--sections search,lookup,shape``):
   after a 256-token prefix, against ``k = 1``, at batch 1 and 16. The ratio is the number of tokens
   a verification must yield to break even.
 
-Run: ``python benchmarks/drafting.py [--n 100 --concurrency 1 --repeat 3 --drafters spine,suffix,recycle]``.
+Configurations: ``off``, ``default`` (the engine's default: ``draft=True``, the default drafter behind
+the measured per-step gate), a drafter name (``spine``, ``suffix``, ``recycle``), and any of them with
+``+pack`` (siblings' drafts packed into one tree-masked row).
+
+Run: ``python benchmarks/drafting.py [--n 100 --concurrency 1 --repeat 3 --drafters default,default+pack,spine,suffix]``.
 """
 
 from __future__ import annotations
@@ -40,8 +44,12 @@ from tasks.arith.problems import generate as arith_problems
 
 
 def new_engine(name: str) -> HFEngine:
-    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu",
-                                    draft=None if name == "off" else name)
+    """``off``: no drafting; ``default``: the engine's default (``draft=True``: the default drafter
+    behind the measured per-step gate); else a drafter name. ``+pack``: siblings packed in one row."""
+    drafter, _, pack = name.partition("+")
+    draft: str | bool | None = None if drafter == "off" else True if drafter == "default" else drafter
+    return HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu", draft=draft,
+                                    pack_siblings=pack == "pack")
 
 
 def search_section(args: argparse.Namespace, questions: list[str]) -> None:
@@ -50,8 +58,8 @@ def search_section(args: argparse.Namespace, questions: list[str]) -> None:
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _ in range(args.repeat):
         for name in names:
-            engine = new_engine(name)  # fresh each repeat: drafters learn, so every repeat starts cold
             for label, strategy, options in workloads:
+                engine = new_engine(name)  # fresh each run: drafters learn, so every run starts cold
                 start = time.perf_counter()
                 results = []
                 for i in range(0, len(questions), args.concurrency):
@@ -66,7 +74,6 @@ def search_section(args: argparse.Namespace, questions: list[str]) -> None:
                     "forwards": led.forward_passes,
                     "mb": engine.drafter.memory_bytes() / 1e6 if engine.drafter else 0.0,
                 })
-                engine.ledger = type(led)()
     print(f"\n### search: arith level 3, {len(questions)} problems, budget 16, {args.concurrency} at a time, "
           f"median of {args.repeat}\n")
     print("| drafter | workload | tokens / verification | forward passes | wall s | wall ratio vs off | drafter MB | identical |")
@@ -184,7 +191,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--drafters", default="spine,suffix,recycle")
+    parser.add_argument("--drafters", default="default,default+pack,spine,suffix",
+                        help="configurations beside off: default (draft=True), a drafter name, NAME+pack")
     parser.add_argument("--sections", default="search,lookup,shape")
     parser.add_argument("--lookup", type=int, default=10, help="HF prompt_lookup_num_tokens")
     parser.add_argument("--max-tokens", type=int, default=128)

@@ -130,7 +130,7 @@ def grow(engine: HFEngine, ids: list[list[int]], width: int, depth: int, segment
 def bench_branching(model, tokenizer, ids: list[list[int]], width: int, depth: int, segment: int) -> dict:
     results = {}
     for name, engine_class in (("cached", HFEngine), ("no_cache", NoPrefixCacheEngine)):
-        engine = engine_class(model, tokenizer)
+        engine = engine_class(model, tokenizer, draft=None)  # prefix caching alone
         nodes, seconds = timed(lambda: grow(engine, ids, width, depth, segment))
         led = engine.ledger
         results[name] = {

@@ -117,7 +117,7 @@ def workload(engine: HFEngine, kind: str, tokens: int, seed: int) -> list[Expand
 
 def profile(kind: str, tokens: int, repeats: int) -> None:
     """Run ``kind`` ``repeats`` times (the first to warm up) and print the per-token breakdown."""
-    engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu")
+    engine = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu", draft=None)
     probes = Probes()
     generated = 0
     with probed(engine, probes):

@@ -75,16 +75,17 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--dtype", default="auto", show_default=True, help="float32, bfloat16, float16 or auto."),
         click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)."),
         click.option("--cache-tokens", type=int, default=None, help="KV cache budget in tokens (default: unbounded)."),
-        click.option("--draft", "draft", is_flag=False, flag_value="spine", default=None,
-                     help="Speculative tree drafting (lossless): --draft for the default 'spine' drafter, or --draft suffix|recycle|spine."),
-        click.option("--no-draft", "no_draft", is_flag=True, help="No drafting (the default)."),
+        click.option("--draft", "draft", is_flag=False, flag_value="suffix", default=None,
+                     help="Speculative tree drafting (lossless, on by default with the hf engine: each step drafts where "
+                          "drafting measured faster): --draft suffix|spine|recycle picks the drafter."),
+        click.option("--no-draft", "no_draft", is_flag=True, help="No drafting."),
     ]
 
     @wraps(fn)
     def wrapper(*args: Any, no_draft: bool = False, base_url: str | None = None, api_key: str | None = None,
                 **kwargs: Any) -> Any:
         if no_draft:
-            kwargs["draft"] = None
+            kwargs["draft"] = False
         kwargs["remote"] = {"base_url": base_url, "api_key": api_key}
         return fn(*args, **kwargs)
 
@@ -129,7 +130,7 @@ def load_scorers(prm_spec: str | None, value_spec: str | None, dtype: str, devic
 
 
 def build_engine(model: str, backend: str, dtype: str, device: str | None, cache_tokens: int | None,
-                 draft: str | None = None, remote: dict[str, Any] | None = None, prm: Any = None):
+                 draft: str | bool | None = None, remote: dict[str, Any] | None = None, prm: Any = None):
     """Resolve the model name and load the engine (``remote``: ``base_url`` / ``api_key`` for the
     ``openai`` backend, whose ``model`` only names the tokenizer). A ``vllm`` engine beside a PRM on
     vLLM in this process (``prm.gpu_share``) leaves it that share of the GPU's memory."""
@@ -137,8 +138,8 @@ def build_engine(model: str, backend: str, dtype: str, device: str | None, cache
     if backend == "openai":
         if "base_url" not in remote:
             raise ReasonError("base-url", "is required with --engine openai", "pass e.g. --base-url http://127.0.0.1:8000/v1")
-        if draft is not None or cache_tokens is not None:
-            raise ReasonError("draft" if draft is not None else "cache-tokens", "applies to the in-process engine only",
+        if draft or cache_tokens is not None:
+            raise ReasonError("draft" if draft else "cache-tokens", "applies to the in-process engine only",
                               "set it on the server (reason serve takes it)")
         return load_engine(resolve_model(model), backend, **remote)
     if remote:
@@ -148,8 +149,10 @@ def build_engine(model: str, backend: str, dtype: str, device: str | None, cache
     options: dict[str, Any] = {"dtype": dtype, "device": device}
     if cache_tokens is not None:
         options["cache_tokens"] = cache_tokens
-    if draft is not None:
+    if draft is not None and backend == "hf":
         options["draft"] = draft
+    elif draft:
+        raise ReasonError("draft", f"applies to the hf engine only (not {backend})", "drop --draft")
     if backend == "vllm" and getattr(prm, "gpu_share", 0.0):
         options["gpu_memory_utilization"] = round(0.9 - prm.gpu_share, 2)
     return load_engine(resolve_model(model), backend, **options)

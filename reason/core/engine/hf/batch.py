@@ -44,6 +44,41 @@ class Row:
         return len(self.tokens)
 
 
+def own_slots_as_extra(row: Row, slots: list[list[int]], queries: list[int]) -> None:
+    """Give a row packing several sequences each one's own earlier ``slots`` as extra keys, seen
+    only by that sequence's ``queries`` (consecutive query counts, in the same order)."""
+    extra = [x for own in slots for x in own]
+    allow = torch.zeros(sum(queries), len(extra), dtype=torch.bool)
+    q_at = k_at = 0
+    for own, n in zip(slots, queries):
+        allow[q_at : q_at + n, k_at : k_at + len(own)] = True
+        q_at += n
+        k_at += len(own)
+    row.extra = extra
+    row.extra_allow = allow
+
+
+def pack_rows(ctx: list[int], rows: list[Row], slots: list[list[int]]) -> Row:
+    """One tree-masked row feeding several sibling sequences' rows (each its newest token and its
+    draft tree) after their shared path ``ctx``, each sequence also seeing its own earlier
+    ``slots``: the path is gathered once for all of them, and the row is as long as their rows
+    together rather than each padded to the longest. Queries keep the rows' order."""
+    tokens: list[int] = []
+    positions: list[int] = []
+    parents: list[int] = []
+    for r in rows:
+        at = len(tokens)
+        tokens.extend(r.tokens)
+        positions.extend(r.positions)
+        parents.extend(range(at - 1, at + r.q - 1) if r.parents is None else (p if p < 0 else p + at for p in r.parents))
+        if r.parents is None:
+            parents[at] = -1
+    packed = Row(tokens=tokens, positions=positions, write_slots=[], ctx=ctx, parents=parents,
+                 want=list(range(len(tokens))))
+    own_slots_as_extra(packed, slots, [r.q for r in rows])
+    return packed
+
+
 @dataclass
 class Batch:
     """The tensors of one forward and where each wanted hidden state lands.

@@ -51,9 +51,14 @@ class HFEngine(Engine):
         pack_siblings: decode a job's children as one tree-masked row (the prefix is gathered once
             per job instead of once per child).
         prefill_tokens_per_forward: bound on padded tokens of one prefill forward.
-        draft: speculative tree drafting: a drafter name (``"spine"``, ``"suffix"``, ``"recycle"``),
-            a :class:`~reason.core.draft.Drafter`, or None / False for none. Lossless: the same tokens
-            as without it, greedy or seeded.
+        draft: speculative tree drafting: True (the default) for the engine's default drafter
+            (``default_drafter``: ``"suffix"``, matches in the problem's tree and in what the run
+            generated before), a drafter name (``"spine"``, ``"suffix"``, ``"recycle"``), a
+            :class:`~reason.core.draft.Drafter`, or None / False for none. Lossless: the same tokens
+            as without it, greedy or seeded. With the measured threshold (the default) each step
+            drafts only where drafting has measured faster for steps of its batch size (see
+            :class:`~reason.core.engine.hf.draft_cost.DraftGate`), so drafting on costs little
+            where it does not pay.
         draft_tokens: most draft tokens verified per sequence per step; each sequence adapts its own
             size below this to its measured acceptance.
         draft_threshold: accepted tokens a fed draft token must bring on average (0..1); a sequence's
@@ -68,6 +73,7 @@ class HFEngine(Engine):
 
     name = "hf"
     scheduler_class: type[Scheduler] = Scheduler  # the scheduling policy (subclasses swap it)
+    default_drafter: str | None = "suffix"  # what ``draft=True`` (the default) means
 
     def __init__(
         self,
@@ -79,7 +85,7 @@ class HFEngine(Engine):
         max_running: int = 256,
         pack_siblings: bool = False,
         prefill_tokens_per_forward: int = 8192,
-        draft: str | Drafter | None | bool = None,
+        draft: str | Drafter | None | bool = True,
         draft_tokens: int = 16,
         draft_threshold: float | None = None,
     ) -> None:
@@ -100,6 +106,8 @@ class HFEngine(Engine):
         self.eos_ids = eos_token_ids(getattr(model, "generation_config", None), tokenizer)
         check_draft_options(draft_tokens, draft_threshold)
         vocab = self.runner.vocab_size
+        if draft is True:
+            draft = self.default_drafter
         self.drafter: Drafter | None = make_drafter(draft, vocab) if isinstance(draft, str) else (draft or None)
         self.speculator = (
             None if self.drafter is None

@@ -40,14 +40,14 @@ class NoPrefixCacheScheduler(Scheduler):
         super().__init__(*args, **kwargs)
         self._private: dict[Job, _PrivatePath] = {}
 
-    def plan_job(self, job: Job, restoring: set[NodeKV]) -> list[Plan]:
+    def plan_job(self, job: Job, restoring: set[NodeKV], drafting: bool = True) -> list[Plan]:
         """A head row feeding the whole path until the job has its private copy, then its decode rows."""
         if job not in self._private:
             assert job.entries is not None
             tokens = [t for n in job.path for t in n.token_ids]
             row = Row(tokens=tokens, positions=list(range(len(tokens))), write_slots=[], ctx=[], want=[len(tokens) - 1])
             return [Plan(row, job, None, [(len(tokens) - 1, job.entries[-1])])]
-        return self.decode_plans(job) if job.started else []
+        return self.decode_plans(job, drafting) if job.started else []
 
     def path_slots(self, job: Job) -> list[int]:
         """The slots of the job's private copy of its path."""
@@ -84,6 +84,8 @@ class NoPrefixCacheScheduler(Scheduler):
 
 class NoPrefixCacheEngine(HFEngine):
     """:class:`~reason.core.engine.hf.engine.HFEngine` without prefix caching (see the module
-    docstring); it takes the same options."""
+    docstring); it takes the same options. It is the baseline benchmarks compare prefix caching
+    against, so it drafts only when asked to (``draft="suffix"``, ...)."""
 
     scheduler_class = NoPrefixCacheScheduler
+    default_drafter = None

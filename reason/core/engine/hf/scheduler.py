@@ -29,7 +29,7 @@ import torch
 
 from reason.core.draft import Draft
 from reason.core.engine.base import ExpandRequest, Outcome
-from reason.core.engine.hf.batch import Row
+from reason.core.engine.hf.batch import Row, own_slots_as_extra, pack_rows
 from reason.core.engine.hf.kv import KVPool, NodeKV, NodeStore
 from reason.core.engine.stops import StopChecker
 from reason.core.errors import ReasonError
@@ -117,22 +117,6 @@ class Plan:
     draft: Draft | None = None  # decode row of one sequence that also feeds this draft tree
     draft_context: list[int] = field(default_factory=list)  # that sequence's last tokens
     parts: list[Plan] = field(default_factory=list)  # drafted rows packed into this one (siblings)
-
-
-def _own_slots_as_extra(row: Row, seqs: list[Seq], queries: list[int]) -> None:
-    """Give a packed row each sequence's own earlier slots as extra keys, seen only by that
-    sequence's ``queries`` (consecutive query counts, in ``seqs`` order)."""
-    extra: list[int] = []
-    for s in seqs:
-        extra.extend(s.slots)
-    allow = torch.zeros(sum(queries), len(extra), dtype=torch.bool)
-    q_at = k_at = 0
-    for s, n in zip(seqs, queries):
-        allow[q_at : q_at + n, k_at : k_at + len(s.slots)] = True
-        q_at += n
-        k_at += len(s.slots)
-    row.extra = extra
-    row.extra_allow = allow
 
 
 DraftPlanner = Callable[[Job, Seq, list[int], int], Plan]
@@ -291,7 +275,7 @@ class Scheduler:
                 parents=[-1] * len(packable),
                 want=list(range(len(packable))),
             )
-            _own_slots_as_extra(row, packable, [1] * len(packable))
+            own_slots_as_extra(row, [s.slots for s in packable], [1] * len(packable))
             plans.append(Plan(row, job, packable))
             live = [s for s in live if s not in packable]
         for s in live:
@@ -309,22 +293,9 @@ class Scheduler:
 
     @staticmethod
     def _packed(job: Job, ctx: list[int], parts: list[Plan]) -> Plan:
-        """One tree-masked row feeding several siblings' drafted rows (each its newest token and
-        its draft tree): the path is gathered once for all of them, and the row is as long as
-        their drafts together rather than each padded to the longest."""
-        tokens: list[int] = []
-        positions: list[int] = []
-        parents: list[int] = []
-        for part in parts:
-            at = len(tokens)
-            tokens.extend(part.row.tokens)
-            positions.extend(part.row.positions)
-            assert part.row.parents is not None
-            parents.extend(p if p < 0 else p + at for p in part.row.parents)
-        row = Row(tokens=tokens, positions=positions, write_slots=[], ctx=ctx, parents=parents,
-                  want=list(range(len(tokens))))
+        """One tree-masked row feeding several siblings' drafted rows (see :func:`pack_rows`)."""
         seqs = [part.seqs[0] for part in parts if part.seqs]
-        _own_slots_as_extra(row, seqs, [part.row.q for part in parts])
+        row = pack_rows(ctx, [part.row for part in parts], [s.slots for s in seqs])
         return Plan(row, job, seqs, parts=parts)
 
     # -- KV slots -------------------------------------------------------------------------------
