@@ -34,6 +34,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 from reason.core.engine.hf import HFEngine
 from reason.shortcuts import solve_many
 from rewards import verifiers
@@ -146,7 +148,10 @@ def main() -> None:
     parser.add_argument("--measure-smoothing", action="store_true", help="after the last round: ensemble and path smoothing")
     parser.add_argument("--out", type=Path, default=Path("runs/value_iteration"))
     parser.add_argument("--quick", action="store_true", help="a tiny setting that finishes in a couple of minutes")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: a loaded machine's cores are better shared by processes than threads)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
