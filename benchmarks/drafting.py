@@ -198,7 +198,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--shape-k", default="1,3,5,9,17")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.drafters = args.drafters.split(",")
     args.shape_k = [int(k) for k in args.shape_k.split(",")]
     problems = arith_problems(3, args.n, seed=11)

@@ -145,7 +145,10 @@ def main() -> None:
     parser.add_argument("--workload", default="single,samples,batch", help="comma-separated: single, samples, batch")
     parser.add_argument("--tokens", type=int, default=64, help="tokens generated per sequence")
     parser.add_argument("--repeats", type=int, default=3, help="runs per workload; the first warms up")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for kind in args.workload.split(","):
         profile(kind.strip(), args.tokens, args.repeats)
