@@ -31,7 +31,7 @@ def train_options(fn: Any) -> Any:
     """Options both training commands share."""
     options = [
         click.argument("trees", nargs=-1, required=True, type=click.Path()),
-        click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write."),
+        click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write."),
         click.option("--model", "-m", default="arith", show_default=True,
                      help="The causal LM the backbone starts from: 'arith' (the bundled policy), a directory or hub id."),
         click.option("--suite", default="arith", show_default=True, help="Whose answer check and step delimiter to use."),
