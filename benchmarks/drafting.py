@@ -6,7 +6,8 @@ Three sections (``--sections search,lookup,shape``):
   level-3 arith problems, drafting off versus each drafter. ``--concurrency`` problems are searched
   at once (1: latency; equal to ``--n``: throughput). Each configuration runs ``--repeat`` times,
   interleaved with the others so drift on a shared machine hits all alike, and the median wall time
-  is reported. Columns: mean tokens per verification step per sequence (generated tokens over
+  is reported, with the process's CPU time beside it (steadier than wall time when other jobs share
+  the cores; with ``--threads 1`` it is the time the run would take alone). Columns: mean tokens per verification step per sequence (generated tokens over
   verifications), forward passes, median wall time and its ratio to drafting off, the drafter's
   memory, and whether every tree is token-identical to drafting off.
 * ``lookup``: one greedy sequence per problem prompt: HF ``generate`` plain, HF ``generate`` with
@@ -60,7 +61,7 @@ def search_section(args: argparse.Namespace, questions: list[str]) -> None:
         for name in names:
             for label, strategy, options in workloads:
                 engine = new_engine(name)  # fresh each run: drafters learn, so every run starts cold
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 results = []
                 for i in range(0, len(questions), args.concurrency):
                     results += solve_many(engine, questions[i : i + args.concurrency], strategy=strategy, budget=16,
@@ -69,6 +70,7 @@ def search_section(args: argparse.Namespace, questions: list[str]) -> None:
                 led = engine.ledger
                 runs.setdefault((name, label), []).append({
                     "wall": wall,
+                    "cpu": time.process_time() - cpu,
                     "trees": [[(n.id, tuple(n.token_ids)) for n in r.tree] for r in results],
                     "tpv": led.generated_tokens / max(1, led.generated_tokens - led.draft_accepted),
                     "forwards": led.forward_passes,
@@ -76,18 +78,21 @@ def search_section(args: argparse.Namespace, questions: list[str]) -> None:
                 })
     print(f"\n### search: arith level 3, {len(questions)} problems, budget 16, {args.concurrency} at a time, "
           f"median of {args.repeat}\n")
-    print("| drafter | workload | tokens / verification | forward passes | wall s | wall ratio vs off | drafter MB | identical |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| drafter | workload | tokens / verification | forward passes | wall s | wall ratio vs off | CPU s | CPU ratio vs off "
+          "| drafter MB | identical |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, _, _ in workloads:
         ref = runs[("off", label)]
         base = statistics.median(r["wall"] for r in ref)
+        base_cpu = statistics.median(r["cpu"] for r in ref)
         for name in names:
             rs = runs[(name, label)]
             wall = statistics.median(r["wall"] for r in rs)
+            cpu = statistics.median(r["cpu"] for r in rs)
             same = all(r["trees"] == ref[0]["trees"] for r in rs)
             last = rs[-1]
             print(f"| {name} | {label} | {last['tpv']:.2f} | {last['forwards']} | {wall:.1f} | {base / wall:.2f}x | "
-                  f"{last['mb']:.1f} | {same} |", flush=True)
+                  f"{cpu:.1f} | {base_cpu / cpu:.2f}x | {last['mb']:.1f} | {same} |", flush=True)
 
 
 class _ForwardCounter:
@@ -129,23 +134,27 @@ def lookup_section(args: argparse.Namespace, prompts: list[str]) -> None:
     configs += [(f"engine, {d}", lambda d=d: ours(d)) for d in args.drafters]
     for _ in range(args.repeat):
         for label, run in configs:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             outs, forwards = run()
             wall = time.perf_counter() - start
-            r = rows.setdefault(label, {"walls": [], "outs": outs, "forwards": forwards})
+            r = rows.setdefault(label, {"walls": [], "cpus": [], "outs": outs, "forwards": forwards})
             r["walls"].append(wall)
+            r["cpus"].append(time.process_time() - cpu)
     ref = rows["HF generate"]
     base = statistics.median(ref["walls"])
+    base_cpu = statistics.median(ref["cpus"])
     print(f"\n### lookup: one greedy sequence per prompt, {len(prompts)} arith prompts, at most {args.max_tokens} tokens, "
           f"median of {args.repeat}\n")
-    print("| decoder | tokens / forward | forward passes | wall s | wall ratio vs HF generate | same tokens as HF generate |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| decoder | tokens / forward | forward passes | wall s | wall ratio vs HF generate | CPU s | CPU ratio vs HF generate "
+          "| same tokens as HF generate |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, r in rows.items():
         n_tokens = sum(len(o) for o in r["outs"])
         same = sum(_strip(o, eos) == _strip(g, eos) for o, g in zip(r["outs"], ref["outs"]))
         wall = statistics.median(r["walls"])
+        cpu = statistics.median(r["cpus"])
         print(f"| {label} | {n_tokens / r['forwards']:.2f} | {r['forwards']} | {wall:.2f} | {base / wall:.2f}x | "
-              f"{same}/{len(prompts)} |", flush=True)
+              f"{cpu:.2f} | {base_cpu / cpu:.2f}x | {same}/{len(prompts)} |", flush=True)
 
 
 def _strip(ids: list[int], eos: list[int]) -> list[int]:

@@ -76,9 +76,9 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)."),
         click.option("--cache-tokens", type=int, default=None, help="KV cache budget in tokens (default: unbounded)."),
         click.option("--draft", "draft", is_flag=False, flag_value="suffix", default=None,
-                     help="Speculative tree drafting (lossless, on by default with the hf engine: each step drafts where "
-                          "drafting measured faster): --draft suffix|spine|recycle picks the drafter."),
-        click.option("--no-draft", "no_draft", is_flag=True, help="No drafting."),
+                     help="Speculative tree drafting with the hf engine (lossless; each step drafts where drafting measured "
+                          "faster): --draft for the default 'suffix' drafter, or --draft suffix|spine|recycle."),
+        click.option("--no-draft", "no_draft", is_flag=True, help="No drafting (the default)."),
     ]
 
     @wraps(fn)

@@ -51,14 +51,16 @@ class HFEngine(Engine):
         pack_siblings: decode a job's children as one tree-masked row (the prefix is gathered once
             per job instead of once per child).
         prefill_tokens_per_forward: bound on padded tokens of one prefill forward.
-        draft: speculative tree drafting: True (the default) for the engine's default drafter
+        draft: speculative tree drafting: True for the engine's default drafter
             (``default_drafter``: ``"suffix"``, matches in the problem's tree and in what the run
             generated before), a drafter name (``"spine"``, ``"suffix"``, ``"recycle"``), a
-            :class:`~reason.core.draft.Drafter`, or None / False for none. Lossless: the same tokens
-            as without it, greedy or seeded. With the measured threshold (the default) each step
-            drafts only where drafting has measured faster for steps of its batch size (see
-            :class:`~reason.core.engine.hf.draft_cost.DraftGate`), so drafting on costs little
-            where it does not pay.
+            :class:`~reason.core.draft.Drafter`, or None / False (the default) for none. Lossless:
+            the same tokens as without it, greedy or seeded. With the measured threshold (the
+            default) each step drafts only where drafting has measured faster for steps of its
+            batch size (see :class:`~reason.core.engine.hf.draft_cost.DraftGate`), so drafting costs
+            little where it does not pay; which steps draft then follows wall-clock timings, so the
+            ledger's forward and draft counts vary from run to run (the tokens never do). Off by
+            default for that reason: run records stay reproducible to the ledger.
         draft_tokens: most draft tokens verified per sequence per step; each sequence adapts its own
             size below this to its measured acceptance.
         draft_threshold: accepted tokens a fed draft token must bring on average (0..1); a sequence's
@@ -73,7 +75,7 @@ class HFEngine(Engine):
 
     name = "hf"
     scheduler_class: type[Scheduler] = Scheduler  # the scheduling policy (subclasses swap it)
-    default_drafter: str | None = "suffix"  # what ``draft=True`` (the default) means
+    default_drafter: str | None = "suffix"  # what ``draft=True`` means
 
     def __init__(
         self,
@@ -85,7 +87,7 @@ class HFEngine(Engine):
         max_running: int = 256,
         pack_siblings: bool = False,
         prefill_tokens_per_forward: int = 8192,
-        draft: str | Drafter | None | bool = True,
+        draft: str | Drafter | None | bool = None,
         draft_tokens: int = 16,
         draft_threshold: float | None = None,
     ) -> None:
