@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
+from engine import grow  # benchmarks/engine.py: the branching workload, shared with the CPU benchmark
 from reason.core.engine.base import ExpandRequest, Sampling, Stop
 from reason.core.engine.hf import HFEngine
 from reason.core.engine.hf.nocache import NoPrefixCacheEngine
@@ -178,17 +179,6 @@ def throughput_section(args: argparse.Namespace, device: torch.device) -> None:
 
 
 # -- branching ------------------------------------------------------------------------------------
-
-def grow(engine: HFEngine, ids: list[list[int]], width: int, depth: int, segment: int) -> int:
-    trees = [engine.new_tree(x) for x in ids]
-    frontier = [(i, t, t.root) for i, t in enumerate(trees)]
-    stop = Stop(segment_tokens=segment, eos=False)
-    for _ in range(depth):
-        reqs = [ExpandRequest(t, node, width, stop, Sampling(temperature=1.0, seed=1000 * i + node.id)) for i, t, node in frontier]
-        kids = engine.expand_many(reqs)
-        frontier = [(i, r.tree, c) for (i, _, _), r, cs in zip(frontier, reqs, kids) for c in cs]
-    return sum(len(t) for t in trees)
-
 
 def branching_section(args: argparse.Namespace, device: torch.device) -> None:
     tok = build_tokenizer()
