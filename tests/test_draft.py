@@ -116,15 +116,19 @@ def test_unknown_drafter_is_a_one_line_error(arith_engines):
     assert result.exit_code == 2 and "unknown drafter" in result.output
 
 
+def sixteen_samples(engine, temperature):
+    """16 samples (seed 7, at most 48 tokens) of one arith prompt: (tokens, finish) and logprobs."""
+    tree = engine.new_tree("((23+20)*5-17)*3")
+    [kids] = engine.expand_many([ExpandRequest(tree, tree.root, 16, Stop(max_tokens=48),
+                                               Sampling(temperature=temperature, seed=7))])
+    return [(tuple(k.token_ids), k.finish_reason) for k in kids], [k.logprobs for k in kids]
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_arith_generate_identical_with_every_drafter(arith_engines, temperature):
     plain, drafted = arith_engines
-    stop = Stop(max_tokens=48)
-
     def run(engine):
-        tree = engine.new_tree("((23+20)*5-17)*3")
-        [kids] = engine.expand_many([ExpandRequest(tree, tree.root, 16, stop, Sampling(temperature=temperature, seed=7))])
-        return [(tuple(k.token_ids), k.finish_reason) for k in kids], [k.logprobs for k in kids]
+        return sixteen_samples(engine, temperature)
 
     ref, ref_lp = run(plain)
     for name, engine in drafted.items():
@@ -201,12 +205,8 @@ def test_packed_sibling_drafts_identical_in_fewer_rows(arith_engines, temperatur
     plain, _ = arith_engines
     packed = HFEngine.from_pretrained(resolve_model("arith"), dtype="float32", device="cpu", draft="spine",
                                       draft_threshold=0.0, pack_siblings=True)
-    stop = Stop(max_tokens=48)
-
     def run(engine):
-        tree = engine.new_tree("((23+20)*5-17)*3")
-        [kids] = engine.expand_many([ExpandRequest(tree, tree.root, 16, stop, Sampling(temperature=temperature, seed=7))])
-        return [(tuple(k.token_ids), k.finish_reason) for k in kids], [k.logprobs for k in kids]
+        return sixteen_samples(engine, temperature)
 
     ref, ref_lp = run(plain)
     got, lp = run(packed)
