@@ -29,7 +29,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def drafted(engine):
-    return HFEngine(engine.model, engine.tokenizer, draft="suffix")
+    return HFEngine(engine.model, engine.tokenizer, draft="suffix", draft_threshold=0.0)  # no timing: always drafts
 
 
 @pytest.fixture(scope="module")
