@@ -84,7 +84,9 @@ class Batch:
     """The tensors of one forward and where each wanted hidden state lands.
 
     ``gather`` holds flat indices into the ``[batch * queries]`` hidden states, in row order; None
-    when every row has one query and wants it (the hidden states are then the rows, in order)."""
+    when every row has one query and wants it (the hidden states are then the rows, in order).
+    ``span`` is the first slot of a one-row batch whose keys are consecutive slots (see
+    :class:`~reason.core.engine.hf.kv.PoolCache`), else None."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
@@ -92,6 +94,7 @@ class Batch:
     write_idx: torch.Tensor
     read_idx: torch.Tensor
     gather: torch.Tensor | None
+    span: int | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -137,7 +140,19 @@ def build_batch(rows: list[Row], dtype: torch.dtype, device: torch.device) -> Ba
         write_idx=ints_t[2],
         read_idx=torch.from_numpy(read_idx).to(device),
         gather=None if gather is None else torch.from_numpy(gather).to(device),
+        span=_consecutive_start(read_idx),
     )
+
+
+def _consecutive_start(read_idx: np.ndarray) -> int | None:
+    """The first slot when ``read_idx`` is one row of consecutive slots, else None."""
+    if read_idx.shape[0] != 1:
+        return None
+    row = read_idx[0]
+    first = int(row[0])
+    if first == TRASH_SLOT or int(row[-1]) - first != len(row) - 1 or not bool((np.diff(row) == 1).all()):
+        return None
+    return first
 
 
 def _single_queries(rows: list[Row], ints: np.ndarray, read_idx: np.ndarray, c_max: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -112,19 +112,31 @@ class PoolCache:
     Each attention layer calls :meth:`update` with the new tokens' keys and values: they are written
     to their slots, and the layer gets back the gathered keys and values of every slot its queries
     may attend to (``read_idx``, ``[batch, keys]``), in the order the 4-D mask describes.
+
+    ``span``: the first slot when the batch is one row whose keys sit in consecutive slots, its new
+    tokens last (one sequence decoded alone, as a fresh pool allocates it). Its keys and values are
+    then a view of the pool and its new tokens one slice copy, instead of an index write and an
+    index gather per layer.
     """
 
-    def __init__(self, pool: KVPool, write_idx: torch.Tensor, read_idx: torch.Tensor) -> None:
+    def __init__(self, pool: KVPool, write_idx: torch.Tensor, read_idx: torch.Tensor, span: int | None = None) -> None:
         self.pool = pool
         self.write_idx = write_idx.reshape(-1)
         self.read_shape = read_idx.shape
         self.read_idx = read_idx.reshape(-1)
+        self.span = span
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         b, h, q, d = key_states.shape
         out = []
         for store, new in ((self.pool.keys[layer_idx], key_states), (self.pool.values[layer_idx], value_states)):
-            store.index_copy_(0, self.write_idx, new.transpose(1, 2).reshape(b * q, h, d).to(store.dtype))
+            rows = new.transpose(1, 2).reshape(b * q, h, d)
+            if self.span is not None:
+                end = self.span + self.read_shape[1]
+                store[end - q : end].copy_(rows)
+                out.append(store[self.span : end].unsqueeze(0).transpose(1, 2))
+                continue
+            store.index_copy_(0, self.write_idx, rows.to(store.dtype))
             gathered = store.index_select(0, self.read_idx).view(b, self.read_shape[1], h, d)
             out.append(gathered.transpose(1, 2))
         return out[0], out[1]
@@ -158,11 +170,21 @@ class NodeKV:
 
 
 class NodeStore:
-    """Per-node KV bookkeeping: pins, LRU eviction of unpinned cached leaves, release on prune."""
+    """Per-node KV bookkeeping: pins, LRU eviction of unpinned cached leaves, release on prune.
 
-    def __init__(self, pool: KVPool) -> None:
+    Eviction scans the entries that hold slots, so when the pool is full it frees ``evict_slack``
+    of the pool's limit beyond what the step asked for: one scan then serves many steps instead of
+    every step of a full pool paying for a scan over everything cached (a long-lived server holds
+    millions of tokens in tens of thousands of nodes).
+    """
+
+    EVICT_SLACK = 1 / 64
+
+    def __init__(self, pool: KVPool, evict_slack: float = EVICT_SLACK) -> None:
         self.pool = pool
+        self.evict_slack = evict_slack
         self._entries: dict[Node, NodeKV] = {}
+        self._holding: set[NodeKV] = set()  # entries with slots: the only eviction candidates
         self._clock = itertools.count(1)
         self.evicted_tokens = 0
 
@@ -199,6 +221,10 @@ class NodeStore:
         """Record that ``entry``'s first ``len(slots)`` tokens now live in ``slots``."""
         had = bool(entry.slots)
         entry.slots = slots
+        if slots:
+            self._holding.add(entry)
+        else:
+            self._holding.discard(entry)
         entry.fed = max(entry.fed, len(slots))
         if slots and not had and entry.node.parent is not None:
             self.get(entry.node.parent).cached_children += 1
@@ -209,6 +235,7 @@ class NodeStore:
             if evicted:
                 self.evicted_tokens += len(entry.slots)
             entry.slots = []
+            self._holding.discard(entry)
             parent = entry.node.parent
             if parent is not None and parent in self._entries:
                 self._entries[parent].cached_children -= 1
@@ -230,14 +257,12 @@ class NodeStore:
 
     def evict(self, need: int) -> int:
         """Free slots of least recently used unpinned cached leaves until ``need`` are free in the
-        pool (or nothing more can go); returns how many slots were freed."""
+        pool, plus the slack (or nothing more can go); returns how many slots were freed."""
         if self.pool.n_free >= need:
             return 0
-        heap = [
-            (e.last_use, id(e), e)
-            for e in self._entries.values()
-            if e.slots and e.pins == 0 and e.cached_children == 0
-        ]
+        if self.pool.limit is not None:
+            need = min(need + int(self.evict_slack * self.pool.limit), self.pool.limit)
+        heap = [(e.last_use, id(e), e) for e in self._holding if e.pins == 0 and e.cached_children == 0]
         heapq.heapify(heap)
         freed = 0
         while heap and self.pool.n_free < need:
@@ -263,6 +288,7 @@ class NodeStore:
             freed += len(entry.slots)
             self.pool.free(entry.slots)
         self._entries.clear()
+        self._holding.clear()
         return freed
 
     def drop_tree_nodes(self, nodes: list[Node]) -> None:

@@ -116,7 +116,7 @@ class ModelRunner:
         """One forward of ``rows`` (their ``write_slots`` allocated): the final hidden states of
         every row's ``want`` queries, ``[n, hidden]``, in row order."""
         batch = build_batch(rows, self.dtype, self.device)
-        cache = PoolCache(self.pool, batch.write_idx, batch.read_idx)
+        cache = PoolCache(self.pool, batch.write_idx, batch.read_idx, batch.span)
         with torch.inference_mode():
             out = self.base(
                 input_ids=batch.input_ids,
