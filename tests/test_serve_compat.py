@@ -1,5 +1,6 @@
 """``reason serve`` speaks to vLLM's clients: its sampling extensions are accepted (honoured where the
-engine can, else checked and ignored), unknown fields are ignored with a warning and a header naming
+engine can, else checked and ignored: ``min_p``, the penalties and ``min_tokens`` are honoured, see
+tests/test_sampling_extensions.py), unknown fields are ignored with a warning and a header naming
 them, wrong types and ranges are still refused, and usage reports the cached prompt tokens."""
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ def test_vllm_sampling_fields_at_neutral_values_change_nothing(server):
                "best_of": 1, "priority": 0, "top_k": -1, "logit_bias": {}}
     r = post(server, "completions", **GREEDY, **neutral)
     assert r.status_code == 200 and IGNORED_HEADER not in r.headers
-    unhonoured = post(server, "completions", **GREEDY, min_p=0.1, repetition_penalty=1.3, min_tokens=2)
+    honoured = post(server, "completions", **GREEDY, min_p=0.1, repetition_penalty=1.3, min_tokens=2,
+                    presence_penalty=0.5, frequency_penalty=0.5)
+    assert honoured.status_code == 200 and IGNORED_HEADER not in honoured.headers
+    unhonoured = post(server, "completions", **GREEDY, min_p=0.1, length_penalty=0.5, use_beam_search=True)
     assert unhonoured.status_code == 200
-    assert unhonoured.headers[IGNORED_HEADER] == "min_p,min_tokens,repetition_penalty"
+    assert unhonoured.headers[IGNORED_HEADER] == "length_penalty,use_beam_search"
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -22,8 +22,15 @@ from reason.shortcuts import generate as run_generate
 @click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="0 is greedy.")
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--top-k", type=int, default=0, show_default=True, help="0 turns it off.")
+@click.option("--min-p", type=float, default=0.0, show_default=True,
+              help="Drop tokens under this share of the top token's probability (0 turns it off).")
+@click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
+              help="vLLM's: divide (positive) or multiply (negative) the logits of tokens already in the prompt or output (1 is off).")
+@click.option("--presence-penalty", type=float, default=0.0, show_default=True, help="Subtracted once from tokens already output (-2..2).")
+@click.option("--frequency-penalty", type=float, default=0.0, show_default=True, help="Subtracted per occurrence in the output (-2..2).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-tokens", type=int, default=256, show_default=True, help="Cap on each completion's tokens.")
+@click.option("--min-tokens", type=int, default=0, show_default=True, help="No EOS or stop before this many tokens.")
 @click.option("--stop", "stops", multiple=True, help="Stop string (repeatable; \\n escapes are read); kept at the end of the text.")
 @click.option("--chat/--no-chat", default=None, help="Wrap the prompt as a user message in the chat template (default: when the tokenizer has one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -41,8 +48,13 @@ def generate(
     temperature: float,
     top_p: float,
     top_k: int,
+    min_p: float,
+    repetition_penalty: float,
+    presence_penalty: float,
+    frequency_penalty: float,
     seed: int,
     max_tokens: int,
+    min_tokens: int,
     stops: tuple[str, ...],
     chat: bool | None,
     as_json: bool,
@@ -51,8 +63,10 @@ def generate(
     if not prompt:
         raise ReasonError("PROMPT", "is empty", "give the text to continue")
     check_count("-n", n, MAX_COMPLETIONS, "completions")
-    sampling = check_sampling(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    stop = check_stop(strings=tuple(unescape(s, "stop") for s in stops), max_tokens=max_tokens)
+    sampling = check_sampling(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, min_p=min_p,
+                              repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                              frequency_penalty=frequency_penalty)
+    stop = check_stop(strings=tuple(unescape(s, "stop") for s in stops), max_tokens=max_tokens, min_tokens=min_tokens)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     if chat is None:
         chat = engine.has_chat_template()

@@ -45,8 +45,8 @@ class Node:
     ``logprobs[i]`` is the policy's log-probability (temperature 1, before any filtering) of
     ``token_ids[i]``; the root's are empty, and so are those of nodes from a server that reports
     only processed logprobs. ``sampling_logprobs[i]`` is the same token's
-    log-probability under the distribution it was drawn from (temperature, top-k and top-p
-    applied; 0 for a greedy pick), empty when the engine does not report it. ``count`` is the
+    log-probability under the distribution it was drawn from (penalties, ``min_tokens`` masks,
+    temperature, min-p, top-k and top-p applied; 0 for a greedy pick), empty when the engine does not report it. ``count`` is the
     node's multiplicity: how many samples produced exactly this node (identical siblings are merged
     into one, see :meth:`Tree.merge`). ``finish_reason`` says why generation of this node
     stopped (a :data:`FinishReason`); ``None`` for the root and for nodes made by hand; ask

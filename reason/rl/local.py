@@ -30,7 +30,12 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = -1
     seed: int | None = None
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     max_tokens: int | None = 16
+    min_tokens: int = 0
     stop: list[str] | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
@@ -57,8 +62,10 @@ class LocalEngineActor:
         ``text``, ``logprobs`` (``[{token_id: Logprob}]``), ``finish_reason`` and ``stop_reason``."""
         sp = sampling_params
         stop = Stop.make(max_tokens=sp.max_tokens, strings=tuple(sp.stop or ()), token_ids=tuple(sp.stop_token_ids or ()),
-                         eos=not sp.ignore_eos)
-        sampling = Sampling.make(temperature=sp.temperature, top_p=sp.top_p, top_k=max(sp.top_k, 0), seed=sp.seed)
+                         eos=not sp.ignore_eos, min_tokens=sp.min_tokens)
+        sampling = Sampling.make(temperature=sp.temperature, top_p=sp.top_p, top_k=max(sp.top_k, 0), seed=sp.seed,
+                                 min_p=sp.min_p, repetition_penalty=sp.repetition_penalty,
+                                 presence_penalty=sp.presence_penalty, frequency_penalty=sp.frequency_penalty)
         self.requests += 1
 
         def expand() -> list[Any]:

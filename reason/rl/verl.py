@@ -174,6 +174,9 @@ class TreeAgentLoopManager(AgentLoopManager):
         stop, sampling = request.stop, request.sampling
         params = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                   "top_k": sampling.top_k if sampling.top_k > 0 else -1, "max_tokens": max_tokens,
+                  "min_p": sampling.min_p, "repetition_penalty": sampling.repetition_penalty,
+                  "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty,
+                  "min_tokens": min(stop.min_tokens, max_tokens),
                   "logprobs": True, "stop": list(stop.strings) or None,
                   "stop_token_ids": list(stop.token_ids) or None, "ignore_eos": not stop.eos,
                   "include_stop_str_in_output": True}

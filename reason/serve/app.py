@@ -8,7 +8,8 @@ forwards, and prompts are placed in the server's trees (:class:`~reason.serve.tr
 so a client that sends whole paths as token ids gets its cached prefix back. Completions asked for
 logprobs carry, beside ``token_logprobs`` (the model's own: temperature 1, unfiltered), an extra
 ``sampling_logprobs`` list: each token's logprob under the distribution it was drawn from
-(temperature, top-k and top-p applied; 0 for a greedy pick), which the ``openai`` backend keeps.
+(penalties, ``min_tokens`` masks, temperature, min-p, top-k and top-p applied; 0 for a greedy pick),
+which the ``openai`` backend keeps.
 
 Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``): 400 for bad input,
 with a one-line message naming the field; 401 for a missing or wrong API key; 413 for a body over
@@ -151,7 +152,9 @@ class Server:
         return out
 
     async def expand(self, ids: list[int], n: int, stop: Stop, sampling: Sampling) -> tuple[list[Node], int]:
-        """``n`` children of the node ``ids`` leads to, and how many of ``ids`` were cached (found in the trees)."""
+        """``n`` children of the node ``ids`` leads to, and how many of ``ids`` were cached (found in the
+        trees). All of ``ids`` is the prompt for the sampling penalties, as in vLLM, however the tree
+        splits it into nodes."""
         self.prompt_tokens += len(ids)
         placed: list[Any] = []
         children: list[Node] = []
@@ -159,7 +162,7 @@ class Server:
         def build() -> ExpandRequest:  # in the worker thread, which alone touches the trees
             tree, node, reused = self.index.place(ids)
             placed.extend((tree, reused))
-            return ExpandRequest(tree, node, n, stop, sampling)
+            return ExpandRequest(tree, node, n, stop, sampling, prompt_len=len(ids))
 
         added = 0
         fut = self.worker.submit(build)
@@ -212,8 +215,10 @@ class Server:
 
 def _stop_and_sampling(body: Any, max_tokens: int | None) -> tuple[Stop, Sampling]:
     stop = Stop(strings=body.stop_strings(), token_ids=tuple(body.stop_token_ids or ()), eos=not body.ignore_eos,
-                max_tokens=max_tokens)
-    sampling = Sampling(temperature=body.temperature, top_p=body.top_p, top_k=max(0, body.top_k), seed=body.seed)
+                max_tokens=max_tokens, min_tokens=body.min_tokens)
+    sampling = Sampling(temperature=body.temperature, top_p=body.top_p, top_k=max(0, body.top_k), seed=body.seed,
+                        min_p=body.min_p, repetition_penalty=body.repetition_penalty,
+                        presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
     return stop, sampling
 
 

@@ -2,9 +2,11 @@
 
 Honoured: chat ``add_generation_prompt`` / ``continue_final_message`` (the chat template renders the
 conversation so the model continues the last assistant message), ``skip_special_tokens`` (the text
-returned), ``truncate_prompt_tokens`` (the prompt's last tokens are kept). Ignored: unknown fields
-and sampling fields the engine cannot honour; they are logged once per request as a warning and
-named in the ``X-Ignored-Fields`` response header, so a client can tell.
+returned), ``truncate_prompt_tokens`` (the prompt's last tokens are kept), and the sampling
+extensions ``min_p``, ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty`` and
+``min_tokens`` (see :mod:`reason.serve.schemas`). Ignored: unknown fields and the sampling fields the
+engine cannot honour (``logit_bias``, ``bad_words``, beam search, ...); they are logged once per
+request as a warning and named in the ``X-Ignored-Fields`` response header, so a client can tell.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """Request bodies of the server's endpoints (OpenAI-compatible, plus ``/v1/solve``).
 
 Fields beyond OpenAI's follow vLLM's names (``top_k``, ``stop_token_ids``, ``ignore_eos``,
-``include_stop_str_in_output``, ``return_token_ids``), so one client speaks to both. As vLLM does,
-completion and chat requests accept fields this server does not know and ignore them; so are vLLM's
-sampling extensions the engine cannot honour (``min_p``, ``repetition_penalty``, ``min_tokens``,
-penalties, ...): they are still type- and range-checked, and :func:`ignored_fields` names those set
-to anything but their neutral value, which the server logs and returns in a response header.
+``include_stop_str_in_output``, ``return_token_ids``), so one client speaks to both. vLLM's sampling
+extensions ``min_p``, ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty`` and
+``min_tokens`` are honoured (passed into :class:`~reason.core.engine.base.Sampling` and
+:class:`~reason.core.engine.base.Stop`; the whole request prompt is the penalties' prompt), as are
 ``skip_special_tokens`` (the returned text), ``truncate_prompt_tokens`` and, for chat,
-``add_generation_prompt`` / ``continue_final_message`` are honoured. ``/v1/solve`` (this server's
-own) still refuses unknown fields.
+``add_generation_prompt`` / ``continue_final_message``. As vLLM does, completion and chat requests
+accept fields this server does not know and ignore them; so are the vLLM fields the engine cannot
+honour (``logit_bias``, ``bad_words``, beam search, ...): they are still type- and range-checked, and
+:func:`ignored_fields` names those set to anything but their neutral value, which the server logs
+and returns in a response header. ``/v1/solve`` (this server's own) still refuses unknown fields.
 
 Types are strict (``"n": true`` or ``"n": "2"`` is a 400, not 1 or 2; an int is a valid float) and
 floats finite. The fixed caps (``n``, stop lists) are here; the configurable ones (prompt sizes,
@@ -52,13 +54,13 @@ class _Sampled(BaseModel):
     skip_special_tokens: bool | None = None  # None: the text as the engine decoded it (special tokens kept)
     spaces_between_special_tokens: bool = True
     truncate_prompt_tokens: int | None = Field(None, ge=1)
-    # vLLM's and OpenAI's sampling fields the engine cannot honour: checked, then ignored (see ignored_fields)
     min_p: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     repetition_penalty: float = Field(1.0, gt=0.0, le=100.0, allow_inf_nan=False)
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
-    length_penalty: float = Field(1.0, allow_inf_nan=False)
     min_tokens: int = Field(0, ge=0)
+    # vLLM's sampling fields the engine cannot honour: checked, then ignored (see ignored_fields)
+    length_penalty: float = Field(1.0, allow_inf_nan=False)
     use_beam_search: bool = False
     best_of: int | None = Field(None, ge=1, le=MAX_N)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0, allow_inf_nan=False)]] | None = None
@@ -89,8 +91,7 @@ class _Sampled(BaseModel):
 
 
 NEUTRAL: dict[str, Any] = {
-    "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
-    "length_penalty": 1.0, "min_tokens": 0, "use_beam_search": False, "logit_bias": None, "bad_words": None,
+    "length_penalty": 1.0, "use_beam_search": False, "logit_bias": None, "bad_words": None,
     "allowed_token_ids": None, "priority": 0, "stream_options": None, "spaces_between_special_tokens": True,
 }
 """The fields accepted but not honoured, at the values that change nothing (``best_of`` is neutral

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from reason.core.errors import ReasonError, from_validation_error
@@ -38,7 +38,22 @@ class Sampling(BaseModel):
     """How tokens are drawn. ``temperature=0`` is greedy; ``top_k=0`` and ``top_p=1`` turn those
     filters off. ``seed`` names the request's random stream: child ``i`` of an expansion draws from
     ``derive_seed(seed, i)``, so the same seed gives the same children whatever else is batched.
-    Every number must be finite (NaN and infinity are refused)."""
+    Every number must be finite (NaN and infinity are refused).
+
+    vLLM's sampling extensions, with vLLM's meaning (each off at its default):
+
+    * ``repetition_penalty`` (> 0, 1 = off): the logit of every token seen in the prompt or the
+      generated tokens is divided by it where positive and multiplied by it where negative;
+    * ``frequency_penalty`` / ``presence_penalty`` (-2..2, 0 = off): subtracted from a token's logit
+      times its count in the generated tokens / once if it occurs there at all;
+    * ``min_p`` (0..1, 0 = off): tokens whose probability, after the temperature, is below
+      ``min_p`` times the most likely token's are dropped (before top-k and top-p).
+
+    The penalties act on the raw logits, before the temperature. In a tree the *prompt* is the
+    root's tokens (or the request's :attr:`ExpandRequest.prompt_len` first path tokens) and the
+    *generated* tokens are every later token of the expanded node's path followed by the child's
+    own: a child continues its ancestors' generation. Remote backends (``openai``, ``vllm``) send
+    the whole path as the prompt, so there only the child's own tokens count as generated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -46,6 +61,10 @@ class Sampling(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
     seed: int | None = None
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
 
     @field_validator("temperature")
     @classmethod
@@ -65,6 +84,12 @@ class Sampling(BaseModel):
         """True when tokens are chosen by argmax."""
         return self.temperature == 0.0
 
+    @property
+    def penalised(self) -> bool:
+        """True when a repetition, presence or frequency penalty is on (tokens then depend on the
+        sequence's history, not only on its logits)."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
 
 class Stop(BaseModel):
     """Where a child ends. Any condition that is met first ends it; the finish reason says which.
@@ -76,6 +101,11 @@ class Stop(BaseModel):
     * ``segment_tokens``: end after exactly this many tokens (``"segment"``; TreePO segments).
     * ``max_tokens``: a cap on the child's tokens (``"length"``). Engines also stop at the model's
       context limit (``"length"``).
+    * ``min_tokens`` (vLLM's ``min_tokens``): before the child has this many tokens, the EOS ids (when
+      ``eos``) and ``token_ids`` cannot be sampled (their logits are masked) and stop strings do not
+      end it; ``segment_tokens``, ``max_tokens`` and the context limit still do. It is a ``Stop``
+      field, not a :class:`Sampling` one, because it says where a child may end and acts on this
+      stop set (vLLM keeps it in ``SamplingParams`` only because that is its one request object).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -85,12 +115,21 @@ class Stop(BaseModel):
     eos: bool = True
     segment_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
+    min_tokens: int = Field(0, ge=0)
 
     @field_validator("strings")
     @classmethod
     def _non_empty_strings(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if any(s == "" for s in value):
             raise ValueError("a stop string is empty")
+        return value
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _min_under_max(cls, value: int, info: ValidationInfo) -> int:
+        cap = info.data.get("max_tokens")
+        if cap is not None and value > cap:
+            raise PydanticCustomError("min_tokens_over_max", f"is over max_tokens ({cap}); lower it")
         return value
 
     @classmethod
@@ -106,7 +145,7 @@ class Stop(BaseModel):
                 raise ReasonError(
                     f"stop.{kind}",
                     "unknown stop kind",
-                    "use strings, token_ids, eos, segment_tokens or max_tokens",
+                    "use strings, token_ids, eos, segment_tokens, max_tokens or min_tokens",
                 ) from None
             raise from_validation_error(exc, "stop") from None
 
@@ -126,6 +165,7 @@ class ExpandRequest:
     stop: Stop = field(default_factory=Stop)
     sampling: Sampling = field(default_factory=Sampling)
     first: int | None = None  # finish once this many children are done; cancel the rest
+    prompt_len: int | None = None  # path tokens the penalties count as prompt (None: the root's)
 
     def validate(self) -> None:
         """Raise :class:`ReasonError` for an unusable request."""
@@ -133,6 +173,9 @@ class ExpandRequest:
             raise ReasonError("n", f"must be at least 1 (got {self.n!r})", "ask for one or more children")
         if self.first is not None and not 1 <= self.first <= self.n:
             raise ReasonError("first", f"must be between 1 and n={self.n} (got {self.first!r})", "lower it or raise n")
+        if self.prompt_len is not None and (not isinstance(self.prompt_len, int) or self.prompt_len < 0):
+            raise ReasonError("prompt_len", f"must be an int of at least 0 (got {self.prompt_len!r})",
+                              "give how many path tokens are the prompt, or None for the root's")
         if self.node not in self.tree:
             raise ReasonError("node", "is not a live node of the request's tree", "expand a node of that tree")
         if not isinstance(self.stop, Stop):

@@ -49,6 +49,10 @@ from reason.core.tree import Node
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
+EXTENSIONS_OFF = {"min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+"""vLLM's sampling extensions in :class:`~reason.core.engine.base.Sampling`, at their off values: a
+request sends only those that are on, so a server without them sees no unknown field by default."""
+
 
 @dataclass
 class _Call:
@@ -260,6 +264,11 @@ class OpenAIEngine(Engine):
         }
         if sampling.top_k:
             body["top_k"] = sampling.top_k
+        for name, off in EXTENSIONS_OFF.items():  # vLLM's extensions, sent only when on
+            if getattr(sampling, name) != off:
+                body[name] = getattr(sampling, name)
+        if stop.min_tokens:  # within the cap asked for (a segment may be shorter)
+            body["min_tokens"] = min(stop.min_tokens, body["max_tokens"])
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if stop.strings:

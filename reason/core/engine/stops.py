@@ -48,19 +48,21 @@ class StopChecker:
 
     def check(self, tokens: Sequence[int]) -> FinishReason | None:
         """The finish reason if ``tokens`` (this sequence's generated tokens, the newest last) end
-        here, else None."""
+        here, else None. Up to ``stop.min_tokens`` tokens, stop ids and strings do not end it (the
+        sampler never draws a stop id there)."""
         last = tokens[-1]
-        if last in self.stop_ids:
-            return "eos" if last in self.eos_ids and last not in self.stop.token_ids else "stop"
-        if self.stop.strings and self._may_complete(last):
-            tail = tokens[-self.window :]
-            text = self.decode(tail)
-            hits = [s for s in self.stop.strings if s in text]
-            if hits:
-                before = self.decode(tail[:-1]) if len(tail) > 1 else ""
-                if any(s not in before for s in hits):
-                    return "stop"
         n = len(tokens)
+        if n > self.stop.min_tokens:
+            if last in self.stop_ids:
+                return "eos" if last in self.eos_ids and last not in self.stop.token_ids else "stop"
+            if self.stop.strings and self._may_complete(last):
+                tail = tokens[-self.window :]
+                text = self.decode(tail)
+                hits = [s for s in self.stop.strings if s in text]
+                if hits:
+                    before = self.decode(tail[:-1]) if len(tail) > 1 else ""
+                    if any(s not in before for s in hits):
+                        return "stop"
         if self.stop.segment_tokens is not None and n >= self.stop.segment_tokens:
             return "segment"
         if self.stop.max_tokens is not None and n >= self.stop.max_tokens:

@@ -7,8 +7,10 @@ Each :meth:`VLLMEngine.step` hands every pending expansion to one ``LLM.generate
 
 vLLM reports one kind of per-token logprob, chosen when the ``LLM`` is built (``logprobs_mode``):
 the model's own (``"raw_logprobs"``, the default), kept in the nodes' ``logprobs``, or the sampling
-distribution's (``"processed_logprobs"``: temperature, top-k and top-p applied), kept in their
-``sampling_logprobs`` (their ``logprobs`` then stay empty).
+distribution's (``"processed_logprobs"``: penalties, temperature, min-p, top-k and top-p applied),
+kept in their ``sampling_logprobs`` (their ``logprobs`` then stay empty). vLLM's sampling
+extensions (``min_p``, the penalties, ``min_tokens``) are passed on; vLLM's prompt is the whole path,
+so its presence and frequency penalties count only the child's own tokens.
 
 Written against vLLM's public API (``LLM``, ``SamplingParams``, ``TokensPrompt``; ``LLM.reward``
 for process reward models) for the versions in the ``vllm`` extra. vLLM needs a GPU and is not
@@ -107,7 +109,12 @@ def sampling_kwargs(request: ExpandRequest, max_tokens: int) -> dict[str, Any]:
         "top_p": sampling.top_p,
         "top_k": sampling.top_k if sampling.top_k > 0 else -1,
         "seed": sampling.seed,
+        "min_p": sampling.min_p,
+        "repetition_penalty": sampling.repetition_penalty,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
         "max_tokens": max_tokens,
+        "min_tokens": min(stop.min_tokens, max_tokens),
         "stop": list(stop.strings) or None,
         "stop_token_ids": list(stop.token_ids) or None,
         "ignore_eos": not stop.eos,

@@ -19,6 +19,7 @@ import torch
 from reason.core.engine.base import Sampling
 from reason.core.engine.hf.batch import Row, build_batch
 from reason.core.engine.hf.kv import KVPool, PoolCache
+from reason.core.engine.hf.penalties import needs_history, process
 from reason.core.engine.hf.sampler import Chosen, sample_tokens
 from reason.core.engine.hf.scheduler import Plan, Seq
 from reason.core.errors import ReasonError
@@ -139,19 +140,33 @@ class ModelRunner:
                 logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
 
-    def choose(self, logits: torch.Tensor, seqs: list[Seq], ahead: list[int]) -> Chosen:
+    def choose(
+        self, logits: torch.Tensor, seqs: list[Seq], ahead: list[int], drafted: list[list[int]] | None = None
+    ) -> Chosen:
         """The token each row of ``logits`` gives its sequence at ``ahead`` tokens past its current
         end, with its model and sampling logprobs: drawn with that position's uniform, so a draft
-        position gets exactly the token (and logprobs) plain decoding would give it. ``logits`` may
-        be overwritten."""
-        samplings: list[Sampling] = [s.job.request.sampling for s in seqs]
+        position gets exactly the token (and logprobs) plain decoding would give it. ``drafted``
+        gives each row's draft tokens before its position (needed when a row's sampling has
+        penalties: its history includes them). ``logits`` may be overwritten."""
+        requests = [s.job.request for s in seqs]
+        samplings: list[Sampling] = [r.sampling for r in requests]
+        # The extensions are looked at once per request (a step has few), so at their defaults
+        # this costs next to nothing per row.
+        unique = {id(r): r for r in requests}.values()
         with torch.inference_mode():
+            raw = None
+            if any(r.sampling.penalised or r.stop.min_tokens for r in unique):
+                if any(needs_history(s, a) for s, a in zip(seqs, ahead)):
+                    raw = logits.clone()  # the model's own logprobs are read from the unprocessed logits
+                    process(logits, seqs, ahead, drafted)
             return sample_tokens(
                 logits,
                 [sp.temperature for sp in samplings],
                 [sp.top_k for sp in samplings],
                 [sp.top_p for sp in samplings],
                 [uniform(s.seed, len(s.tokens) + a) for s, a in zip(seqs, ahead)],
+                [sp.min_p for sp in samplings] if any(r.sampling.min_p for r in unique) else None,
+                raw,
             )
 
     def sample(self, logits: torch.Tensor, seqs: list[Seq]) -> None:

@@ -15,6 +15,13 @@ Each chosen token comes with two log-probabilities:
   0 for a greedy pick (``T = 0``: the argmax has probability 1).
 
 Both come from tensors the draw computes anyway (one gather and one sum more per row).
+
+``min_p`` (vLLM's order: after the temperature, before top-k and top-p) drops the tokens whose
+probability under ``softmax(z / T)`` is below ``min_p`` times the largest; top-k and top-p then act
+on what is left, renormalised, and ``q`` is renormalised over the tokens kept by all three. History
+processing (penalties, ``min_tokens``; :mod:`reason.core.engine.hf.penalties`) happens before this:
+the sampler is then given the processed logits, from which it draws, and the raw ones (``raw``),
+from which the model's own logprobs are read.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ from typing import NamedTuple
 import torch
 
 
-def _filter_sorted(probs_sorted: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+def _filter_sorted(probs_sorted: torch.Tensor, top_k: int, top_p: float, min_p: float = 0.0) -> torch.Tensor:
+    if min_p > 0.0:  # relative to the top probability; top-p then reads the renormalised rest
+        probs_sorted = torch.where(probs_sorted >= min_p * probs_sorted[0], probs_sorted, torch.zeros_like(probs_sorted))
+        probs_sorted = probs_sorted / probs_sorted.sum()
     keep = torch.ones_like(probs_sorted, dtype=torch.bool)
     if top_k > 0:
         keep[top_k:] = False
@@ -86,10 +96,11 @@ def choose_tokens(
     top_ks: list[int],
     top_ps: list[float],
     uniforms: list[float],
+    min_ps: list[float] | None = None,
 ) -> tuple[list[int], list[float]]:
     """Tokens and their model logprobs for each row of ``logits`` ``[n, vocab]`` (may be
     overwritten): :func:`sample_tokens` without the sampling distribution's logprobs."""
-    chosen = sample_tokens(logits, temperatures, top_ks, top_ps, uniforms)
+    chosen = sample_tokens(logits, temperatures, top_ks, top_ps, uniforms, min_ps)
     return chosen.tokens, chosen.logprobs
 
 
@@ -99,9 +110,19 @@ def sample_tokens(
     top_ks: list[int],
     top_ps: list[float],
     uniforms: list[float],
+    min_ps: list[float] | None = None,
+    raw: torch.Tensor | None = None,
 ) -> Chosen:
     """Tokens for each row of ``logits`` ``[n, vocab]`` (may be overwritten), each drawn with its
-    row's temperature, top-k, top-p and uniform, with both logprobs of the module docstring."""
+    row's temperature, top-k, top-p, min-p (None: all 0) and uniform, with both logprobs of the
+    module docstring. With ``raw``, ``logits`` are already processed (penalties, masks) and the
+    model's own logprobs are read from ``raw`` (the unprocessed logits) instead."""
+    if raw is not None:
+        chosen = sample_tokens(logits, temperatures, top_ks, top_ps, uniforms, min_ps)
+        raw = raw.float()
+        picked = torch.tensor(chosen.tokens, device=raw.device)
+        own = raw.gather(1, picked[:, None]).squeeze(1) - torch.logsumexp(raw, -1)
+        return Chosen(chosen.tokens, own.tolist(), chosen.sampling_logprobs)
     logits = logits.float()
     n, vocab = logits.shape
     if not any(temperatures):
@@ -125,6 +146,7 @@ def sample_tokens(
     plain = rows(lambda i: temperatures[i] > 0.0 and top_ks[i] == 0 and top_ps[i] >= 1.0)
     chosen_logprob = torch.zeros(n)
     unit = False
+    cut = [i for i in plain if min_ps[i] > 0.0] if min_ps else []
     if plain:
         # Work in place on (a copy of) the plain rows: exp((x - max) / T) is the unnormalised
         # distribution; at T = 1 its sum also gives the logsumexp for the reported logprobs.
@@ -139,12 +161,18 @@ def sample_tokens(
         if not unit:
             x.div_(temps[:, None])
         x.exp_()
+        full = None
+        if cut:  # min-p: exp((z - max) / T) is the probability relative to the top one
+            full = x.sum(-1) if unit else None
+            assert min_ps is not None
+            x.masked_fill_(x < torch.tensor([min_ps[i] for i in plain])[:, None], 0.0)
         picked = _inverse_cdf(x, torch.tensor([uniforms[i] for i in plain], dtype=torch.float32))
         tokens[plain] = picked
         mass = x.sum(-1)
-        if unit:  # the sampling distribution is the model's own
-            own = torch.log(x.gather(1, picked[:, None]).squeeze(1) / mass)
-            chosen_logprob[plain] = own
+        if unit:  # the sampling distribution is the model's own (cut by min-p where it is on)
+            weight = x.gather(1, picked[:, None]).squeeze(1)
+            own = torch.log(weight / mass)
+            chosen_logprob[plain] = own if full is None else torch.log(weight / full)
             sampling[plain] = own
         else:  # the raw logits are intact here: (z[t] - max) / T - log sum exp((z - max) / T)
             lse[plain] = raw_lse
@@ -157,7 +185,9 @@ def sample_tokens(
             vals, order = torch.topk(scaled, min(top_ks[i], vocab))
         else:
             vals, order = torch.sort(scaled, descending=True)
-        probs = _filter_sorted(torch.softmax(vals, dim=-1), top_ks[i], top_ps[i])
+        soft = torch.softmax(vals, dim=-1)
+        min_p = min_ps[i] if min_ps else 0.0
+        probs = _filter_sorted(soft, top_ks[i], top_ps[i], min_p)
         cdf = torch.cumsum(probs, 0)
         kept = int((probs > 0).sum())  # the kept set is a prefix of the sorted order
         pos = int(torch.searchsorted(cdf, torch.tensor([uniforms[i] * float(cdf[-1])]), right=True))
@@ -165,6 +195,8 @@ def sample_tokens(
         tokens[i] = order[pos]
         lse[i] = torch.logsumexp(logits[i], -1)
         sampling[i] = torch.log_softmax(vals, -1)[pos] - torch.log(cdf[-1])
+        if min_p > 0.0:  # probs were renormalised over the min-p survivors first
+            sampling[i] -= torch.log(soft[soft >= min_p * soft[0]].sum())
 
     done = set(plain) if plain and unit else set()
     direct = torch.tensor([i for i in range(n) if i not in done], dtype=torch.long)

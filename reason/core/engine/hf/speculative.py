@@ -6,7 +6,9 @@ once, each with the uniform plain decoding would use there, and the sequence kee
 draft path that matches its samples (:meth:`Speculator.verify`): each matched draft token is
 accepted (its KV is kept) and the first unmatched sample is the new last token, so the tokens are
 exactly those of decoding without a draft, greedy or seeded, and so are both logprobs of each (the
-model's own and the sampling distribution's, from the same position's logits and settings).
+model's own and the sampling distribution's, from the same position's logits and settings). Where
+the sampling has penalties, a draft position's history holds the drafted tokens before it, as
+plain decoding's would hold the tokens sampled there.
 
 Draft sizes adapt per sequence (:meth:`Speculator.draft_size`): about twice what the sequence has
 been accepting, cut to what pays for its verification cost, measured by
@@ -33,6 +35,14 @@ def check_draft_options(draft_tokens: int, draft_threshold: float | None) -> Non
         raise ReasonError("draft_tokens", f"must be at least 0 (got {draft_tokens})", "use e.g. 16")
     if draft_threshold is not None and not 0.0 <= draft_threshold <= 1.0:
         raise ReasonError("draft_threshold", f"must be between 0 and 1 (got {draft_threshold})", "use 0..1 or None")
+
+
+def draft_paths(draft: Draft) -> list[list[int]]:
+    """Each draft node's tokens from the draft's root down to it, itself included (its depth long)."""
+    out: list[list[int]] = []
+    for t, p in zip(draft.tokens, draft.parents):
+        out.append((out[p] if p >= 0 else []) + [t])
+    return out
 
 
 class Speculator:
@@ -134,7 +144,10 @@ class Speculator:
         self.drafter.observe([(p.draft_context, p.draft) for p, _ in drafted], logits)
         seqs = [p.seqs[0] for p, _ in drafted for _ in p.row.tokens]
         ahead = [a for p, _ in drafted for a in [0] + p.draft.depths()]
-        chosen = self.runner.choose(logits, seqs, ahead)
+        drafted_before = None
+        if any(p.seqs[0].job.request.sampling.penalised for p, _ in drafted):  # penalties read the history
+            drafted_before = [before for p, _ in drafted for before in [[]] + draft_paths(p.draft)]
+        chosen = self.runner.choose(logits, seqs, ahead, drafted_before)
         at = 0
         for p, _ in drafted:
             s, draft, slots = p.seqs[0], p.draft, p.row.write_slots
