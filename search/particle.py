@@ -8,8 +8,12 @@ expansion request for as many samples as there are slots; the request's entries 
 slots one to one, so a merged child (several identical samples) holds as many particles as samples
 produced it. A node gets at most one such request per step (and, with look-ahead, at most one
 look-ahead request). A finished (EOS) particle stays in the pool with its final score and is never
-grown. When the token budget cannot serve a request (``ctx.expand`` returns nothing) its particles
-stay where they are and that step is the last.
+grown. Under a token budget (``budget_tokens``), when what is left cannot pay for two more steps
+like the last one, the sweep ends by completing its unfinished slots with the final stop, one
+request at a time, each given every token left: one slot of each distinct particle, the one holding
+the most slots first, then a second slot of each, and so on until no token is left. So a capped
+search still ends with finished solutions (``info["history"][-1]["completed"]``). When the token budget cannot serve a request
+(``ctx.expand`` returns nothing) its particles stay where they are and that step is the last.
 
 **Weights.** With ``r_i`` the PRM's aggregated score of particle ``i``'s whole partial path
 (``aggregation`` of :func:`search.solve.solve_problems`: ``last``, ``min``, ``prod``, ``mean`` or
@@ -26,7 +30,7 @@ last step does not resample: when every particle has finished, when a resampling
 finished particles, or when ``max_steps``, the token budget or another budget cap is reached, the
 final particles are that step's pool with their weights ``w`` (a cap found only between steps
 leaves the resampled slots with ``1/N`` each). The answer is the
-final particle with the highest PRM score (``select="weight"``, its_hub's ``argmax``) or the answer
+finished final particle with the highest PRM score (any final particle when none finished) (``select="weight"``, its_hub's ``argmax``) or the answer
 with the largest summed final weight (``"vote"``).
 
 **Entropic annealing** (``anneal``, its_hub's ``EntropicParticleFiltering`` with
@@ -78,7 +82,6 @@ annealing ``temperature``, whether it resampled, the pool indices drawn (``picks
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +104,7 @@ from search.options import (
     StrategyOptions,
     Temperature,
 )
+from search.weights import annealing_temperature, ess, logit, resample, softmax
 
 Resampling = Literal["multinomial", "systematic"]
 ParticleSelection = Literal["weight", "vote"]
@@ -134,68 +138,6 @@ class EPFOptions(ParticleOptions):
     lookahead: LookAhead = 1
 
 
-def logit(score: float) -> float:
-    """``log(s / (1 - s))`` of a score clipped to ``[1e-4, 1 - 1e-4]``."""
-    p = min(max(score, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
-
-
-def softmax(values: Sequence[float], temperature: float = 1.0) -> list[float]:
-    """``exp(v_i / temperature)`` normalised to sum to 1."""
-    scaled = [v / temperature for v in values]
-    top = max(scaled)
-    exps = [math.exp(x - top) for x in scaled]
-    total = sum(exps)
-    return [e / total for e in exps]
-
-
-def softmax_weights(scores: list[float], temperature: float) -> list[float]:
-    """Softmax of ``logit(score) / temperature`` (the PF weights of PRM scores)."""
-    return softmax([logit(s) for s in scores], temperature)
-
-
-def ess(weights: Sequence[float]) -> float:
-    """Effective sample size ``1 / sum(p_i ** 2)`` of normalised weights, each clipped to
-    ``[1e-7, 1 - 1e-7]`` as its_hub does."""
-    return 1.0 / sum(min(max(w, 1e-7), 1 - 1e-7) ** 2 for w in weights)
-
-
-def annealing_temperature(probabilities: Sequence[float], step: int, max_steps: int, free: int, *,
-                          ess_threshold: float = 0.5, phase: float = 0.5) -> float:
-    """ePF's entropic-annealing temperature (its_hub, ``"ess"`` method): ``max(1, (free / ESS) *
-    (1 - step / max_steps))`` when ``ESS / free < ess_threshold`` and ``step / max_steps < phase``,
-    else 1; ``free`` is the number of slots being resampled (1 or fewer: always 1)."""
-    if free <= 1:
-        return 1.0
-    progress = step / max_steps
-    ratio = ess(probabilities) / free
-    if ratio < ess_threshold and progress < phase:
-        return max(1.0, (1.0 - progress) / ratio)
-    return 1.0
-
-
-def resample(weights: list[float], n: int, u: Callable[[], float], how: str) -> list[int]:
-    """``n`` indices drawn by ``multinomial`` or ``systematic`` resampling."""
-    cdf, acc = [], 0.0
-    for w in weights:
-        acc += w
-        cdf.append(acc)
-    cdf[-1] = 1.0
-    if how == "systematic":
-        start = u() / n
-        points = [start + i / n for i in range(n)]
-    elif how == "multinomial":
-        points = sorted(u() for _ in range(n))
-    else:
-        raise ReasonError("resampling", f"unknown resampling {how!r}", "use multinomial or systematic")
-    out, j = [], 0
-    for p in points:
-        while cdf[j] < p:
-            j += 1
-        out.append(j)
-    return out
-
-
 @dataclass
 class _Settings:
     """One search's filtering settings (the strategy's options that shape a sweep)."""
@@ -210,6 +152,7 @@ class _Settings:
     lookahead: int
     lookahead_weight: float
     max_steps: int
+    final: Stop
 
 
 @dataclass
@@ -306,9 +249,15 @@ async def _filter(ctx: SearchContext, budget: Budget, n: int, reference: list[No
     slots: list[Node] = [ctx.tree.root] * free
     inherit: list[Node | None] = [None] * free
     sweep = _Sweep(particles=list(slots), weights=[1.0 / free] * free)
+    step_cost = 0  # tokens the last step generated (look-ahead included)
     for t in range(1, cfg.max_steps + 1):
         if budget.exhausted(ctx.tree, ctx.started):
             break
+        left = ctx.tokens_left
+        if t > 1 and left is not None and left < 2 * step_cost and not _done(sweep.particles, reference):
+            await _finish_near_cap(ctx, sweep, t, cfg)
+            break
+        before = ctx.tree.ledger.generated_tokens
         ref_node = reference[min(t, len(reference)) - 1] if has_ref else None
         grown, spent = await _propagate(ctx, slots, inherit, cfg)
         pool = ([ref_node] if has_ref else []) + grown
@@ -331,6 +280,7 @@ async def _filter(ctx: SearchContext, budget: Budget, n: int, reference: list[No
             sweep.particles, sweep.weights = pool, weights
             sweep.history.append({**record, "resampled": False, "weights": weights})
             break
+        step_cost = ctx.tree.ledger.generated_tokens - before
         slots = [pool[i] for i in picks]
         inherit = _inherited(picks, ahead, has_ref)
         sweep.particles = ([ref_node] if has_ref else []) + slots
@@ -339,11 +289,44 @@ async def _filter(ctx: SearchContext, budget: Budget, n: int, reference: list[No
     return sweep
 
 
+async def _finish_near_cap(ctx: SearchContext, sweep: _Sweep, t: int, cfg: _Settings) -> None:
+    """End ``sweep`` when the token budget cannot pay for two more steps of its particles (see the
+    module docstring): unfinished slots are completed with the final stop one request at a time,
+    each given every token left, until none is left. The order takes one slot of each distinct
+    particle, the most weighted first, then a second slot of each, and so on; each completion
+    replaces its slot, and the final weights are the PF weights of the resulting pool. Without this
+    a capped search ends with every particle mid-solution and nothing to answer with."""
+    weight: dict[Node, float] = defaultdict(float)
+    slots_of: dict[Node, list[int]] = defaultdict(list)
+    for i, (p, w) in enumerate(zip(sweep.particles, sweep.weights)):
+        if not p.finished and not p.is_root:
+            weight[p] += w
+            slots_of[p].append(i)
+    ranked = sorted(weight, key=lambda p: (-weight[p], p.id))
+    order = [slots_of[p][k] for k in range(max(map(len, slots_of.values()), default=0))
+             for p in ranked if k < len(slots_of[p])]
+    pool = list(sweep.particles)
+    completed: list[int] = []
+    sampling = Sampling(temperature=cfg.temperature)
+    for i in order:
+        if not ctx.tokens_left:
+            break
+        kids = await ctx.expand(sweep.particles[i], 1, cfg.final, sampling)
+        if kids:
+            pool[i] = kids[0]
+            completed.append(kids[0].id)
+    scores = await ctx.score(pool)
+    weights = softmax([logit(r) for r in scores], cfg.weight_temperature)
+    sweep.particles, sweep.weights = pool, weights
+    sweep.history.append({"step": t, "pool": [x.id for x in pool], "resampled": False, "weights": weights,
+                          "completed": completed})
+
+
 def _settings(delimiter: str, final: Stop, step_tokens: int, **options: Any) -> _Settings:
     """The sweep settings; a step stops at ``delimiter`` or after ``step_tokens`` (at most the final
     answer's token cap)."""
     step = Stop(strings=(delimiter,), max_tokens=min(step_tokens, final.max_tokens or step_tokens))
-    return _Settings(step=step, **options)
+    return _Settings(step=step, final=final, **options)
 
 
 @strategies.register("particle", options=ParticleOptions)
@@ -393,7 +376,7 @@ async def _answer(ctx: SearchContext, name: str, sweep: _Sweep, select: Particle
     nodes = [p for p, _ in kept]
     scores = await ctx.score(nodes)
     if select == "weight":
-        chosen = max(range(len(nodes)), key=lambda i: (scores[i], -nodes[i].id))
+        chosen = max(range(len(nodes)), key=lambda i: (nodes[i].finished, scores[i], -nodes[i].id))
     else:
         votes: dict[str, float] = defaultdict(float)
         answers = [extract(ctx.tree.text(p)) for p in nodes]

@@ -18,7 +18,7 @@ from reason.core.errors import ReasonError
 from reason.core.tree import Tree
 from reason.shortcuts import solve, solve_many
 from rewards.catalog import load_prm
-from search.particle import (
+from search.weights import (
     annealing_temperature,
     ess,
     logit,
@@ -225,3 +225,21 @@ def test_token_budget_and_determinism(engine, questions):
     a = solve(engine, q, strategy="epf", budget=4, prm=prm, seed=3)
     b = solve(engine, q, strategy="epf", budget=4, prm=prm, seed=3)
     assert a.tree.to_dict()["nodes"] == b.tree.to_dict()["nodes"] and a.info["history"] == b.info["history"]
+
+
+def test_a_capped_search_completes_its_best_particles(engine):
+    """A token cap too small for the particles to finish step by step: when two more steps no
+    longer fit, the best particles are completed with what is left, so every search answers."""
+    prm = load_prm("arith")
+    questions = [p.question for p in generate(3, 6, seed=5)]
+    for strategy, cap in (("particle", 160), ("epf", 300)):  # epf's steps cost twice: look-ahead
+        results = solve_many(engine, questions, strategy=strategy, budget=8, prm=prm, budget_tokens=cap, seed=1)
+        for r in results:
+            assert r.ledger.generated_tokens <= cap
+            last = r.info["history"][-1]
+            assert last["completed"], last  # the cap came before the particles finished
+            completed = [r.tree.node(i) for i in last["completed"]]
+            assert completed[0].finished and all(n.id in last["pool"] for n in completed)
+            # Completions go on until the cap: at most the last one is cut short.
+            assert all(n.finished for n in completed[:-1])
+            assert r.answer is not None
