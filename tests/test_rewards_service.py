@@ -238,3 +238,47 @@ def test_a_vllm_prm_without_vllm_is_a_one_line_error(qwen):
     path, _, _ = qwen
     with pytest.raises(ReasonError, match="vllm is not installed"):
         load_prm(f"qwen={path}", backend="vllm")
+
+
+class _WatchedPRM(ProcessRewardModel):
+    """The arith PRM, recording which thread called it and whether two calls ever overlapped."""
+
+    name = "watched"
+
+    def __init__(self, inner: ProcessRewardModel) -> None:
+        self.inner, self.threads, self.busy, self.overlaps = inner, set(), threading.Lock(), 0
+
+    def score_batch(self, items):
+        self.threads.add(threading.current_thread().name)
+        if not self.busy.acquire(blocking=False):
+            self.overlaps += 1
+            self.busy.acquire()
+        try:
+            torch.randn(256, 256) @ torch.randn(256, 256)  # long enough for concurrent callers to meet here
+            return self.inner.score_batch(items)
+        finally:
+            self.busy.release()
+
+
+def test_concurrent_solves_score_in_the_scoring_thread_only(engine, local):
+    """Searches run in request threads; their scorer calls all go to the one scoring thread, so no
+    scorer is ever called twice at once, and the answers equal in-process searches'."""
+    watched = _WatchedPRM(local["prm"])
+    app = create_app(engine, model_name="arith", prms={"arith": watched})
+    questions = [p.question for p in generate(3, 6, seed=8)]
+    out: dict[int, dict] = {}
+    with ServerThread(app) as srv:
+        def ask(i: int) -> None:
+            body = {"question": questions[i], "strategy": "beam", "budget": 4, "prm": "arith", "seed": 1}
+            out[i] = httpx.post(srv.url + "/solve", json=body, timeout=300).json()
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(questions))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert watched.threads == {"reason-rewards"} and watched.overlaps == 0
+    for i, q in enumerate(questions):
+        here = solve(engine, q, strategy="beam", budget=4, prm=local["prm"], seed=1)
+        assert out[i]["answer"] == here.answer and out[i]["text"] == here.text
+        assert [c["score"] for c in out[i]["candidates"]] == [c.score for c in here.candidates]

@@ -44,7 +44,7 @@ from reason.core.errors import ReasonError, from_validation_error
 from reason.core.tree import Node
 from reason.serve.compat import ignored_header, output_text, render_chat, truncate
 from reason.serve.limits import PREFIX_CHARS_PER_TOKEN, TOKENIZE_THREADS, BodyLimit, ServerLimits, error_body
-from reason.serve.rewards import register_rewards
+from reason.serve.rewards import owned, register_rewards
 from reason.serve.schemas import ChatRequest, CompletionRequest, SolveRequest
 from reason.serve.tree_index import PromptIndex
 from reason.serve.views import keep_view, register_views
@@ -391,7 +391,8 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
         server.limits.check("budget", body.budget, "budget", "solutions")
         if body.budget_tokens is not None:
             server.limits.check("budget_tokens", body.budget_tokens, "budget_tokens", "tokens")
-        prm, value = server.scorers(body.prm, body.value)
+        # Every scorer call of the search runs in the scoring thread (one owner, batched across searches).
+        prm, value = (owned(x, scoring) for x in server.scorers(body.prm, body.value))
 
         engine_view = WorkerEngine(server.worker)  # aborted when the client goes: the search stops
 

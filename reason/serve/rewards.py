@@ -9,7 +9,9 @@ NAME[=PATH]``, the same allow-list ``/v1/solve`` uses), and the endpoint sits be
 
 Scoring is batched like completions: one :class:`ScoreBatcher` thread owns the scorers, and every
 request that arrived while it was busy is served by one ``score_batch`` / ``value_batch`` call per
-scorer, so concurrent clients share forwards. ``rewards.remote`` is the client.
+scorer, so concurrent clients share forwards. ``/v1/solve`` searches, each in its own thread, score
+through the same thread (:func:`owned`): no scorer is ever called from two threads at once, and
+concurrent searches share its calls with ``/v1/rewards`` clients. ``rewards.remote`` is the client.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reason.core.errors import ReasonError
 from reason.serve.worker import unless_disconnected
+from rewards.base import ProcessRewardModel, StepScores, ValueModel, Values
 
 
 class RewardItem(BaseModel):
@@ -123,6 +126,43 @@ class ScoreBatcher:
             self.jobs += 1
             job.future.set_result((rows[at:at + n], round(tokens * n / len(items))))
             at += n
+
+
+class OwnedPRM(ProcessRewardModel):
+    """A PRM whose model calls run in the batcher's thread, batched with every other request's."""
+
+    def __init__(self, inner: ProcessRewardModel, batcher: ScoreBatcher) -> None:
+        self.inner, self.batcher = inner, batcher
+        self.name = getattr(inner, "name", "prm")
+        self.incremental = getattr(inner, "incremental", True)
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> StepScores:
+        rows, tokens = self.batcher.submit(self.inner, "prm", items).result()
+        return StepScores(scores=rows, tokens=tokens)
+
+
+class OwnedValue(ValueModel):
+    """A value model whose calls run in the batcher's thread, batched with every other request's."""
+
+    def __init__(self, inner: ValueModel, batcher: ScoreBatcher) -> None:
+        self.inner, self.batcher = inner, batcher
+        self.name = getattr(inner, "name", "value")
+
+    def value_batch(self, items: Sequence[tuple[str, str]]) -> Values:
+        rows, tokens = self.batcher.submit(self.inner, "value", items).result()
+        return Values(values=rows, tokens=tokens)
+
+
+def owned(scorer: Any, batcher: ScoreBatcher) -> Any:
+    """``scorer`` (a PRM, a value model or None) with its calls made in ``batcher``'s thread."""
+    if scorer is None:
+        return None
+    if hasattr(scorer, "score_batch"):
+        return OwnedPRM(scorer, batcher)
+    if hasattr(scorer, "value_batch"):
+        return OwnedValue(scorer, batcher)
+    raise ReasonError("scorer", f"{type(scorer).__name__} is neither a PRM nor a value model",
+                      "start the server with PRMs (--prm) and value models (--value)")
 
 
 def register_rewards(app: FastAPI, server: Any) -> ScoreBatcher:
