@@ -32,6 +32,16 @@ from tasks.registry import resolve_model
 M = 1000  # grid points: token frequencies are exact to 1 / M
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread for this module: its tensors are small, and a second thread only spins on
+    a shared CPU (the filtered rows cost 20x more CPU time with two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def reference(z: torch.Tensor, prompt: list[int], generated: list[int], sp: Sampling, stop_ids: list[int] = (),
               min_tokens: int = 0) -> torch.Tensor:
     """The processed distribution q (float64) of next-token logits ``z`` after ``prompt`` and
@@ -105,16 +115,15 @@ def test_processed_distribution_matches_the_reference(tiny, tokenizer, sp):
     prompt, generated = ids[:8], ids[8:]
     z = next_logits(tiny, ids)[-1]
     q = reference(z, prompt, generated, sp)
-    m = M if not sp.top_k and sp.top_p == 1.0 else M // 4  # filtered rows are drawn one at a time: fewer
-    logits = z[None].repeat(m, 1)
+    logits = z[None].repeat(M, 1)
     if sp.penalised:
-        penalise(logits, list(range(m)), [torch.tensor(prompt)] * m, [torch.tensor(generated)] * m,
-                 [sp.repetition_penalty] * m, [sp.presence_penalty] * m, [sp.frequency_penalty] * m)
-    grid = [(i + 0.5) / m for i in range(m)]
-    chosen = sample_tokens(logits, [sp.temperature] * m, [sp.top_k] * m, [sp.top_p] * m, grid, [sp.min_p] * m,
-                           raw=z[None].repeat(m, 1))
-    freq = np.bincount(chosen.tokens, minlength=len(q)) / m
-    assert np.abs(freq - q.numpy()).max() <= 1.0 / m + 1e-5  # the grid's resolution plus float32 rounding
+        penalise(logits, list(range(M)), [torch.tensor(prompt)] * M, [torch.tensor(generated)] * M,
+                 [sp.repetition_penalty] * M, [sp.presence_penalty] * M, [sp.frequency_penalty] * M)
+    grid = [(i + 0.5) / M for i in range(M)]
+    chosen = sample_tokens(logits, [sp.temperature] * M, [sp.top_k] * M, [sp.top_p] * M, grid, [sp.min_p] * M,
+                           raw=z[None].repeat(M, 1) if sp.penalised else None)
+    freq = np.bincount(chosen.tokens, minlength=len(q)) / M
+    assert np.abs(freq - q.numpy()).max() <= 1.0 / M + 1e-5  # the grid's resolution plus float32 rounding
     assert (q[torch.tensor(chosen.tokens)] > 0).all()
     logq = torch.log(q[torch.tensor(chosen.tokens)])
     assert torch.allclose(torch.tensor(chosen.sampling_logprobs, dtype=torch.float64), logq, atol=2e-4)
@@ -140,6 +149,21 @@ def test_rows_with_different_settings_batch_like_single_rows(tiny, tokenizer):
             alone[0, 7] = float("-inf")
         assert torch.equal(together[row], alone[0])
     assert torch.isinf(together[1, [0, 5]]).all() and torch.equal(together[1, 1:5], z[1:5])
+
+
+def test_min_p_rows_mixed_with_others_draw_as_alone(tiny, tokenizer):
+    """Greedy, plain (T = 1 and T != 1) and filtered rows, with and without min-p, in one call: each
+    row's token and both logprobs are what it gets alone."""
+    z = next_logits(tiny, tokenizer("The sum of the interior angles")["input_ids"])[-1]
+    rows = [(0.0, 0, 1.0, 0.0, 0.3), (1.0, 0, 1.0, 0.05, 0.7), (0.8, 0, 1.0, 0.1, 0.2), (1.0, 0, 1.0, 0.0, 0.9),
+            (0.9, 20, 1.0, 0.02, 0.6), (1.2, 0, 0.7, 0.05, 0.4)]
+    together = sample_tokens(z[None].repeat(len(rows), 1), *map(list, zip(*[(t, k, p, u) for t, k, p, _, u in rows])),
+                             [mp for *_, mp, _ in rows])
+    for i, (t, k, p, mp, u) in enumerate(rows):
+        alone = sample_tokens(z[None].clone(), [t], [k], [p], [u], [mp])
+        assert together.tokens[i] == alone.tokens[0]
+        assert together.logprobs[i] == pytest.approx(alone.logprobs[0], abs=1e-5)
+        assert together.sampling_logprobs[i] == pytest.approx(alone.sampling_logprobs[0], abs=1e-5)
 
 
 def grow_mid(engine: HFEngine, prompt: str):

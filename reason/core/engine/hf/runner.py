@@ -12,6 +12,7 @@ distribution's of each. :func:`new_pool` sizes the KV pool for a model.
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Any
 
 import torch
@@ -25,6 +26,8 @@ from reason.core.engine.hf.scheduler import Plan, Seq
 from reason.core.errors import ReasonError
 from reason.core.ledger import Ledger
 from reason.core.seeding import uniform
+
+_sampling_of = operator.attrgetter("sampling")
 
 
 def text_config(model: Any) -> Any:
@@ -149,10 +152,10 @@ class ModelRunner:
         gives each row's draft tokens before its position (needed when a row's sampling has
         penalties: its history includes them). ``logits`` may be overwritten."""
         requests = [s.job.request for s in seqs]
-        samplings: list[Sampling] = [r.sampling for r in requests]
-        # The extensions are looked at once per request (a step has few), so at their defaults
-        # this costs next to nothing per row.
-        unique = {id(r): r for r in requests}.values()
+        samplings: list[Sampling] = list(map(_sampling_of, requests))
+        # The extensions are looked at once per request (a step has few; C-level dedup), so at
+        # their defaults this costs next to nothing per row.
+        unique = dict(zip(map(id, requests), requests)).values()
         with torch.inference_mode():
             raw = None
             if any(r.sampling.penalised or r.stop.min_tokens for r in unique):

@@ -165,7 +165,7 @@ def sample_tokens(
         if cut:  # min-p: exp((z - max) / T) is the probability relative to the top one
             full = x.sum(-1) if unit else None
             assert min_ps is not None
-            x.masked_fill_(x < torch.tensor([min_ps[i] for i in plain])[:, None], 0.0)
+            x.masked_fill_(x < torch.tensor([min_ps[i] for i in plain], device=x.device)[:, None], 0.0)
         picked = _inverse_cdf(x, torch.tensor([uniforms[i] for i in plain], dtype=torch.float32))
         tokens[plain] = picked
         mass = x.sum(-1)
