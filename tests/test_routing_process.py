@@ -63,9 +63,13 @@ def test_killing_one_of_three_servers_loses_no_record(tmp_path):
         assert httpx.get(urls[1] + "/ledger", timeout=10).json()["requests"] > 0  # it held some of the trees
         procs[1].send_signal(signal.SIGKILL)  # mid-run: records are still being written
         procs[1].wait()
-        _, err = run.communicate(timeout=600)
+        printed, err = run.communicate(timeout=600)
         assert run.returncode == 0, err.decode()
         assert "Traceback" not in err.decode()
+        # The summary's per-server table: the killed server is marked down, the others served.
+        table = [line for line in printed.decode().splitlines() if any(u in line for u in urls)]
+        assert len(table) == 3, printed.decode()
+        assert "no" in table[1].split() and all("yes" in row.split() for row in (table[0], table[2]))
         got = records(out)
         assert len(out.read_text().splitlines()) == len(got) == 16
         assert got == records(reference)

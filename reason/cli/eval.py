@@ -178,8 +178,25 @@ def _run(config: EvalConfig, problems: list[Any], plan: list[int], name: str, do
         run = functools.partial(evaluate_on_ray, setup=setup, address=ray_address, workers=ray_workers, gpu=gpu)
         return run_with_progress(None, problems, config, plan, run=run, out=out, shard=part, batch_size=batch_size)
     engine, loaded = setup(problems)
-    return run_with_progress(engine, problems, config, plan, **loaded, out=out, shard=part, batch_size=batch_size,
-                             save_trees=save_trees)
+    records = run_with_progress(engine, problems, config, plan, **loaded, out=out, shard=part, batch_size=batch_size,
+                                save_trees=save_trees)
+    print_server_stats(engine)
+    return records
+
+
+def print_server_stats(engine: Any) -> None:
+    """Per policy server (the ``openai`` backend with several ``--base-url``s): requests, failures,
+    trees routed and moved in, and the share of prompt tokens its prefix cache already held."""
+    stats = engine.server_stats() if hasattr(engine, "server_stats") else []
+    if len(stats) < 2:
+        return
+    table = Table(title="policy servers")
+    for col in ("server", "healthy", "requests", "failures", "trees moved in", "prompt tokens", "cached"):
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for s in stats:
+        table.add_row(s["url"], "yes" if s["healthy"] else "no", str(s["requests"]), str(s["failures"]),
+                      str(s["trees_moved_in"]), str(s["prompt_tokens"]), f"{s['cached_share']:.1%}")
+    Console(width=max(Console().width, 110)).print(table)
 
 
 def worker_setup(problems: list[Any], *, name: str, prm_spec: str, value_spec: str | None, model: str, backend: str,
