@@ -40,7 +40,8 @@ def problems():
 def reference(model, prompt_ids, completion_ids, temperature, top_p=1.0, top_k=0):
     """Each completion token's raw and sampling logprobs from one plain forward of prompt +
     completion, the processing applied here from its definition: softmax(z / T), cut to the top_k
-    most likely tokens whose mass before them is below top_p, renormalised (0 for greedy)."""
+    most likely tokens, then to those whose mass before them within that set (renormalised) is
+    below top_p, renormalised (0 for greedy)."""
     ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
     with torch.inference_mode():
         z = model(ids).logits[0, len(prompt_ids) - 1 : -1].double()
@@ -50,7 +51,8 @@ def reference(model, prompt_ids, completion_ids, temperature, top_p=1.0, top_k=0
         return raw.tolist(), [0.0] * len(completion_ids)
     p = torch.softmax(z / temperature, -1)
     p_sorted, order = p.sort(-1, descending=True)
-    keep = (p_sorted.cumsum(-1) - p_sorted) < top_p
+    mass = p_sorted[:, :top_k].sum(-1, keepdim=True) if top_k else p_sorted.sum(-1, keepdim=True)
+    keep = (p_sorted.cumsum(-1) - p_sorted) < top_p * mass
     if top_k:
         keep[:, top_k:] = False
     keep[:, 0] = True

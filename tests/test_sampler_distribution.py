@@ -48,9 +48,8 @@ def make_logits(vocab: int, seed: int) -> torch.Tensor:
 
 # (vocab, temperature, top_k, top_p): the plain inverse-CDF path at T = 1 and T != 1 (a vocabulary
 # that is a multiple of the block size and one that needs padding), top-k alone, top-p alone, and
-# both together where top-k binds and where top-p binds. (Where both are given the sampler takes
-# top-p of the whole distribution, not of the top-k one renormalised; the two settings here are
-# ones where the definitions agree.)
+# both together where top-k binds and where top-p binds, and one where top-p of the renormalised
+# top-k set keeps fewer tokens than top-p of the whole distribution would (the order matters).
 SETTINGS = [
     (1024, 1.0, 0, 1.0),
     (300, 0.6, 0, 1.0),
@@ -59,6 +58,7 @@ SETTINGS = [
     (300, 1.2, 0, 0.5),
     (300, 1.0, 3, 0.97),
     (300, 0.7, 20, 0.6),
+    (300, 2.0, 12, 0.7),
 ]
 
 

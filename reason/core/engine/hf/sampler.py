@@ -9,8 +9,9 @@ Each chosen token comes with two log-probabilities:
 
 * the model's own, ``log softmax(z)[t]`` of the raw logits ``z`` (temperature 1, unfiltered);
 * the sampling distribution's, ``log q[t]`` where ``q`` is what the token was drawn from:
-  ``q = softmax(z / T)`` cut to the kept set ``K`` (the ``top_k`` most likely tokens whose mass
-  before them, under ``softmax(z / T)``, is below ``top_p``) and renormalised,
+  ``q = softmax(z / T)`` cut to the kept set ``K`` (of the ``top_k`` most likely tokens, those whose
+  mass before them, renormalised over the ``top_k``, is below ``top_p``: top-k, then top-p of what
+  it kept, the order transformers and vLLM use) and renormalised,
   ``log q[t] = z[t] / T - logsumexp(z / T) - log sum_{j in K} softmax(z / T)[j]``;
   0 for a greedy pick (``T = 0``: the argmax has probability 1).
 
@@ -38,9 +39,10 @@ def _filter_sorted(probs_sorted: torch.Tensor, top_k: int, top_p: float, min_p: 
     keep = torch.ones_like(probs_sorted, dtype=torch.bool)
     if top_k > 0:
         keep[top_k:] = False
-    if top_p < 1.0:
+    if top_p < 1.0:  # of the top-k set renormalised, as transformers and vLLM apply them
         before = torch.cumsum(probs_sorted, 0) - probs_sorted
-        keep &= before < top_p
+        mass = probs_sorted[:top_k].sum() if top_k > 0 else probs_sorted.sum()
+        keep &= before < top_p * mass
     keep[0] = True
     return torch.where(keep, probs_sorted, torch.zeros_like(probs_sorted))
 
