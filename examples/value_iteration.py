@@ -1,18 +1,22 @@
 """The self-improvement loop on arith: search, turn the trees into targets, train, search again.
 
 Each round searches train-split problems with MCTS guided by the current value model (the bundled
-one first), keeps the trees (saved as JSONL under ``--out`` and read back with
+one first; ``--collect rollout``: MCTS with rollouts, which grades every new step), keeps the trees (saved as JSONL under ``--out`` and read back with
 :func:`rewards.learn.trees.read_trees`), builds targets from every tree so far
 (:func:`rewards.learn.targets.build_targets`: MC values graded only by the final answer, TD(lambda)
 with ``--td-lambda``), and fine-tunes from the policy's own weights a value head
 (:func:`rewards.learn.trainer.train_value_head`) and a PRM from the step labels alone
-(:func:`rewards.learn.trainer.train_step_prm`; no exact step checker). The checkpoints are then
+(:func:`rewards.learn.trainer.train_step_prm`; no exact step checker), both also on the trees'
+sibling preference pairs with a Bradley-Terry loss (``--pair-weight`` for the value head, off by
+default; ``--prm-pair-weight`` for the PRM, on by default: what measured better). The checkpoints are then
 loaded back as ``--value lm=DIR`` and ``--prm token-classification=DIR`` and the round's held-out
 table is measured on test-split problems (never searched for training):
 
 * the value model's AUC within the level: held-out rollout prefixes labelled by their rollout's
   outcome (as ``tasks.arith.train_value`` measures it), next to the exact step checker's AUC on
-  the same prefixes (what "on track so far" alone reaches);
+  the same prefixes (what "on track so far" alone reaches), and the AUC within a problem
+  (:func:`within_auc`: averaged over the problems whose rollouts are both right and wrong; what
+  MCTS needs, since it only compares prefixes of one problem);
 * accuracy and generated tokens per problem at each budget ``b`` (solution-equivalents of tokens,
   so every strategy spends about the same): MCTS with the learned value at ``b`` and at ``b / 2``,
   MCTS with rollouts (exact PRM, as in benchmarks/RESULTS.md; run once), particle filtering and
@@ -40,8 +44,9 @@ from reason.core.engine.hf import HFEngine
 from reason.shortcuts import solve_many
 from rewards import verifiers
 from rewards.catalog import load_prm, load_value
+from rewards.learn.metrics import within_group_auc
 from rewards.learn.targets import answer_grader, build_targets, check_disjoint, split_by_problem
-from rewards.learn.trainer import TrainConfig, train_step_prm, train_value_head
+from rewards.learn.trainer import PRM_PAIR_WEIGHT, VALUE_PAIR_WEIGHT, TrainConfig, train_step_prm, train_value_head
 from rewards.learn.trees import read_trees
 from rewards.scoring import NodeValuer
 from rewards.value import EnsembleValue
@@ -80,6 +85,13 @@ def value_auc(model, prefixes: list[dict], smoothing: float = 0.0) -> float:
             raw[i] = raw[i] if prev is None else (1 - smoothing) * raw[i] + smoothing * prev
             last[p["rollout"]] = raw[i]
     return auc(raw, [p["label"] for p in prefixes])
+
+
+def within_auc(model, prefixes: list[dict]) -> float:
+    """``model``'s AUC within each problem of the prefixes, averaged over the problems with both
+    right and wrong rollouts."""
+    raw = model.value_batch([(p["question"], p["partial"]) for p in prefixes]).values
+    return within_group_auc(raw, [p["label"] for p in prefixes], [p["question"] for p in prefixes])[0]
 
 
 def majority_correct(result, answer: str) -> bool:
@@ -144,6 +156,11 @@ def main() -> None:
     parser.add_argument("--td-lambda", type=float, default=None, help="TD(lambda) value targets (default: MC values)")
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--pair-weight", type=float, default=VALUE_PAIR_WEIGHT,
+                        help="value head: weight of the Bradley-Terry loss on the trees' sibling preference pairs (0: off)")
+    parser.add_argument("--prm-pair-weight", type=float, default=PRM_PAIR_WEIGHT, help="the same for the PRM")
+    parser.add_argument("--collect", choices=("value", "rollout"), default="value",
+                        help="training searches: MCTS with the current value model, or MCTS with rollouts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--measure-smoothing", action="store_true", help="after the last round: ensemble and path smoothing")
     parser.add_argument("--out", type=Path, default=Path("runs/value_iteration"))
@@ -168,16 +185,20 @@ def main() -> None:
                                  args.seed)
     exact, value, prm = load_prm("arith"), load_value("arith"), None
     ceiling = auc([p["on_track"] for p in prefixes], [p["label"] for p in prefixes])
+    within_ceiling, groups = within_group_auc([p["on_track"] for p in prefixes], [p["label"] for p in prefixes],
+                                              [p["question"] for p in prefixes])
     print(f"held-out AUC set: {len(prefixes)} prefixes of level-{args.level} rollouts; exact step checker's AUC "
-          f"{ceiling:.3f} ({time.time() - started:.0f}s)", flush=True)
+          f"{ceiling:.3f}, within a problem {within_ceiling:.3f} ({groups} problems with both outcomes) "
+          f"({time.time() - started:.0f}s)", flush=True)
     baseline: dict[str, str] = {}
     table, values = [], []
     for r in range(args.rounds + 1):
         if r:
             t0 = time.time()
             chunk = train_pool[(r - 1) * args.train: r * args.train]
+            guide = dict(value=value, evaluate="value") if args.collect == "value" else dict(evaluate="rollout")
             results = solve_many(engine, [p.question for p in chunk], budget=args.train_budget, seed=args.seed + 1000 * r,
-                                 strategy="mcts", prm=exact, value=value, evaluate="value")
+                                 strategy="mcts", prm=exact, **guide)
             save_trees(results, args.out / f"trees_round{r}.jsonl")
             trees = read_trees(sorted(args.out.glob("trees_round*.jsonl"))[:r])
             targets = build_targets(trees, grade, delimiter=domain.delimiter, td_lambda=args.td_lambda,
@@ -185,9 +206,11 @@ def main() -> None:
             train_set, held = split_by_problem(targets, 0.0)
             check_disjoint(train_set, [p.id for p in test])
             config = dict(base=policy, epochs=args.epochs, lr=args.lr, seed=args.seed + r, device="cpu", progress=False)
-            _, vsum = train_value_head(train_set.values, TrainConfig(out=str(args.out / f"value_round{r}"), **config))
-            _, psum = train_step_prm(train_set.steps, TrainConfig(out=str(args.out / f"prm_round{r}"), **config),
-                                     separator=domain.delimiter, question_separator="\n")
+            _, vsum = train_value_head(train_set.values, TrainConfig(out=str(args.out / f"value_round{r}"), **config,
+                                                                     pair_weight=args.pair_weight), train_set.pairs)
+            _, psum = train_step_prm(train_set.steps, TrainConfig(out=str(args.out / f"prm_round{r}"), **config,
+                                                                  pair_weight=args.prm_pair_weight),
+                                     separator=domain.delimiter, question_separator="\n", pairs=train_set.pairs)
             value = load_value(f"lm={args.out / f'value_round{r}'}", dtype="float32", device="cpu")
             prm = load_prm(f"token-classification={args.out / f'prm_round{r}'}", dtype="float32", device="cpu")
             values.append(value)
@@ -195,7 +218,7 @@ def main() -> None:
                   f"step-labelled solutions, {len(train_set.pairs)} preference pairs; value loss {vsum['loss']:.3f}, "
                   f"PRM loss {psum['loss']:.3f} ({time.time() - t0:.0f}s)", flush=True)
         t0 = time.time()
-        row = {"round": r, "AUC": f"{value_auc(value, prefixes):.3f}"}
+        row = {"round": r, "AUC": f"{value_auc(value, prefixes):.3f}", "within AUC": f"{within_auc(value, prefixes):.3f}"}
         row.update(evaluate_round(engine, test, budgets, exact, value, prm, args.seed, baseline))
         row["s"] = f"{time.time() - t0:.0f}"
         table.append(row)

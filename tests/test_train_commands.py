@@ -73,6 +73,21 @@ def test_bad_inputs_are_one_line_errors(saved_trees, tmp_path):
     assert zero.exit_code == 2 and "epochs" in zero.output
     bad_lambda = runner.invoke(main, ["train-value", str(saved_trees), "--out", str(tmp_path / "o"), "--td-lambda", "2"])
     assert bad_lambda.exit_code == 2 and "td_lambda" in bad_lambda.output
+    negative = runner.invoke(main, ["train-value", str(saved_trees), "--out", str(tmp_path / "o"), "--pair-weight", "-1"])
+    assert negative.exit_code == 2 and "pair-weight" in negative.output
+    margin = runner.invoke(main, ["train-prm", str(saved_trees), "--out", str(tmp_path / "o"), "--pair-margin", "0"])
+    assert margin.exit_code == 2 and "pair-margin" in margin.output
+
+
+def test_pair_options_reach_the_trainer(saved_trees, tmp_path):
+    """train-prm learns the pairs by default, train-value only with --pair-weight; both report the
+    held-out pair accuracy."""
+    prm = train("train-prm", saved_trees, tmp_path / "p", "--holdout", "0")
+    value = train("train-value", saved_trees, tmp_path / "v", "--holdout", "0")
+    paired = train("train-value", saved_trees, tmp_path / "w", "--holdout", "0", "--pair-weight", "1", "--pair-margin", "0.1")
+    assert prm["pairs"] > 0 and value["pairs"] == 0 and paired["pairs"] >= prm["pairs"]
+    assert paired["items"] > value["items"]  # the pairs are rows of their own
+    assert "heldout_pair_accuracy" in value and "heldout_pair_accuracy" in prm
 
 
 class LengthValue(ValueModel):

@@ -8,9 +8,16 @@ will read the checkpoint (:class:`rewards.value.LMValueModel`,
 same tokens, and the saved directory loads directly as ``--value lm=DIR`` / ``--prm
 token-classification=DIR`` (the PRM's separators are kept in its config as ``reason_prm``).
 
-Targets are soft (an MC value or a step label in [0, 1]): the loss is the binary cross-entropy of
-the head's probability against the target, each item weighted by ``min(count, count_cap)`` (a
-value resting on more graded samples counts more, the root's hundreds no more than ``count_cap``).
+Targets are soft (an MC value or a step label in [0, 1]): the pointwise loss is the binary
+cross-entropy of the head's probability against the target, each item weighted by
+``min(count, count_cap)`` (a value resting on more graded samples counts more, the root's hundreds
+no more than ``count_cap``). With ``pair_weight > 0`` the sibling preference pairs
+(:class:`~rewards.learn.targets.PreferencePair`) add a Bradley-Terry loss,
+``-log sigmoid(s(prefix + chosen) - s(prefix + rejected))`` on the head's logits, times
+``pair_weight``: the pointwise targets mostly teach how hard a problem is, the pairs are the signal
+*within* a problem (which of two next steps is better), which is what a search needs.
+Value targets of one problem whose texts extend each other (a node and the nodes below it) share
+one row, each read at its own last token (:func:`pack_prefixes`): the same loss, fewer forwards.
 ``Trainer`` brings the progress bar, the seed, the learning-rate schedule and devices.
 """
 
@@ -26,9 +33,15 @@ from pydantic import BaseModel, Field
 
 from reason.core.errors import ReasonError
 from rewards.hf_common import load_tokenizer, pad_id_of
-from rewards.learn.targets import StepLabels, ValueTarget
+from rewards.learn.targets import PreferencePair, StepLabels, ValueTarget
 from rewards.prm.token_classification import TokenClassificationPRM
 from rewards.value import LMValueModel
+
+VALUE_PAIR_WEIGHT = 0.0
+"""``reason train-value``'s default ``pair_weight``: on arith level 3 the pairs raised the value head's
+held-out pair accuracy and within-problem AUC a little but not MCTS's accuracy (benchmarks/RESULTS.md)."""
+PRM_PAIR_WEIGHT = 1.0
+"""``reason train-prm``'s default ``pair_weight``: the pairs lifted best-of-16 with the PRM from 0.18 to 0.33."""
 
 PRM_CONFIG_KEY = "reason_prm"
 """The config entry where a trained PRM keeps its ``separator`` and ``question_separator``."""
@@ -46,6 +59,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(20, ge=0)
     count_cap: int = Field(8, ge=1)
+    pair_weight: float = Field(0.0, ge=0, description="weight of the Bradley-Terry loss on preference pairs (0: off)")
+    pair_repeat: int = Field(1, ge=1, description="times each preference pair is shown per epoch (pairs are few)")
     seed: int = 0
     max_length: int = Field(1024, ge=8)
     device: str | None = None
@@ -84,43 +99,78 @@ class _Items(torch.utils.data.Dataset):
 
 
 def _collate(pad_id: int):
+    """Batch point rows (``input_ids`` with targets at ``positions``) and pair rows (``chosen`` /
+    ``rejected`` ids, each scored at its last token) into one padded batch; ``pairs`` holds
+    ``(chosen row, chosen position, rejected row, rejected position)``."""
     def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        targets = torch.full((len(rows), width), -1.0)  # -1: no target at this position
-        weights = torch.zeros((len(rows), width))
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            mask[i, :n] = 1
-            for pos, y, w in zip(r["positions"], r["targets"], r["weights"]):
-                targets[i, pos], weights[i, pos] = y, w
-        return {"input_ids": ids, "attention_mask": mask, "targets": targets, "weights": weights}
+        seqs: list[list[int]] = []
+        points: list[tuple[int, int, float, float]] = []
+        pairs: list[tuple[int, int, int, int]] = []
+        pair_weights: list[float] = []
+        for r in rows:
+            if "chosen" in r:
+                at = len(seqs)
+                seqs += [r["chosen"], r["rejected"]]
+                pairs.append((at, len(r["chosen"]) - 1, at + 1, len(r["rejected"]) - 1))
+                pair_weights.append(r["weight"])
+            else:
+                points += [(len(seqs), p, y, w) for p, y, w in zip(r["positions"], r["targets"], r["weights"])]
+                seqs.append(r["input_ids"])
+        width = max(len(ids) for ids in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            ids[i, :len(seq)] = torch.tensor(seq)
+            mask[i, :len(seq)] = 1
+        targets = torch.full((len(seqs), width), -1.0)  # -1: no target at this position
+        weights = torch.zeros((len(seqs), width))
+        for i, pos, y, w in points:
+            targets[i, pos], weights[i, pos] = y, w
+        return {"input_ids": ids, "attention_mask": mask, "targets": targets, "weights": weights,
+                "pairs": torch.tensor(pairs, dtype=torch.long).reshape(-1, 4),
+                "pair_weights": torch.tensor(pair_weights, dtype=torch.float32)}
 
     return collate
 
 
+def head_score(logits: torch.Tensor) -> torch.Tensor:
+    """The head's logit per position: a one-label head's logit, or label 1's logit over label 0's."""
+    return logits[..., 0] if logits.shape[-1] == 1 else logits[..., 1] - logits[..., 0]
+
+
 def soft_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted binary cross-entropy at the positions with a target (``targets >= 0``): one-label
-    logits are the value's logit, two-label logits give the logit of label 1 over label 0."""
-    score = logits[..., 0] if logits.shape[-1] == 1 else logits[..., 1] - logits[..., 0]
+    """Weighted binary cross-entropy at the positions with a target (``targets >= 0``) of the
+    :func:`head_score` logits; zero when no position has one."""
     keep = targets >= 0
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(score[keep].float(), targets[keep], reduction="none")
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(head_score(logits)[keep].float(), targets[keep], reduction="none")
     w = weights[keep]
     return (loss * w).sum() / w.sum().clamp_min(1e-8)
 
 
-def _trainer_class():
+def pair_loss(logits: torch.Tensor, pairs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted Bradley-Terry loss ``-log sigmoid(s_chosen - s_rejected)`` of the :func:`head_score`
+    logits at ``pairs``' positions (rows of ``(chosen row, pos, rejected row, pos)``); zero without pairs."""
+    if not len(pairs):
+        return logits.sum() * 0.0
+    score = head_score(logits).float()
+    margin = score[pairs[:, 0], pairs[:, 1]] - score[pairs[:, 2], pairs[:, 3]]
+    return (-torch.nn.functional.logsigmoid(margin) * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+def _trainer_class(pair_weight: float):
     from transformers import Trainer
 
     class SoftTargetTrainer(Trainer):
-        """``Trainer`` with :func:`soft_loss` on the collated targets."""
+        """``Trainer`` with :func:`soft_loss` on the collated targets plus ``pair_weight`` times
+        :func:`pair_loss` on the collated pairs."""
 
         def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
             targets, weights = inputs.pop("targets"), inputs.pop("weights")
+            pairs, pair_weights = inputs.pop("pairs"), inputs.pop("pair_weights")
             outputs = model(**inputs)
             loss = soft_loss(outputs.logits, targets, weights)
+            if pair_weight:
+                loss = loss + pair_weight * pair_loss(outputs.logits, pairs, pair_weights)
             return (loss, outputs) if return_outputs else loss
 
     return SoftTargetTrainer
@@ -146,7 +196,7 @@ def _fit(model: Any, tok: Any, rows: list[dict[str, Any]], config: TrainConfig) 
         disable_tqdm=not config.progress, remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=config.device == "cpu" or not torch.cuda.is_available(),
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=_Items(rows), data_collator=_collate(pad_id_of(tok)))
+    trainer = _trainer_class(config.pair_weight)(model=model, args=args, train_dataset=_Items(rows), data_collator=_collate(pad_id_of(tok)))
     result = trainer.train()
     model.eval()
     Path(config.out).mkdir(parents=True, exist_ok=True)
@@ -155,25 +205,66 @@ def _fit(model: Any, tok: Any, rows: list[dict[str, Any]], config: TrainConfig) 
     return {"loss": float(result.training_loss), "steps": float(result.global_step), "items": float(len(rows))}
 
 
-def train_value_head(targets: Sequence[ValueTarget], config: TrainConfig) -> tuple[LMValueModel, dict[str, float]]:
-    """Fine-tune a one-label head (read at the last token) on value targets; returns the trained
-    model wrapped for scoring and the run's summary. The checkpoint is written to ``config.out``."""
+def pack_prefixes(items: Sequence[tuple[str, list[int], float, float]]) -> list[dict[str, Any]]:
+    """Point rows from ``(group, ids, target, weight)`` items, each read at its last token: an item
+    whose ids are a prefix of a longer item's of the same group (a node and a node below it) rides
+    on that item's row, its target at its own last position. A causal model's output at a position
+    sees only the tokens up to it, so the loss is the one of separate rows, with one forward pass
+    per path instead of one per node."""
+    groups: dict[str, list[tuple[list[int], float, float]]] = {}
+    for group, ids, target, weight in items:
+        groups.setdefault(group, []).append((ids, target, weight))
+    rows: list[dict[str, Any]] = []
+    for members in groups.values():
+        mine: list[dict[str, Any]] = []
+        for ids, target, weight in sorted(members, key=lambda m: -len(m[0])):
+            at = len(ids) - 1
+            row = next((r for r in mine if r["input_ids"][:len(ids)] == ids and at not in r["positions"]), None)
+            if row is None:
+                row = {"input_ids": ids, "positions": [], "targets": [], "weights": []}
+                mine.append(row)
+            row["positions"].append(at)
+            row["targets"].append(target)
+            row["weights"].append(weight)
+        rows += mine
+    return rows
+
+
+def _pair_rows(pairs: Sequence[PreferencePair], encode: Any, config: TrainConfig) -> list[dict[str, Any]]:
+    """One row per pair (``pair_repeat`` times; none unless ``pair_weight > 0``): ``encode(question,
+    text)`` gives the ids of ``prefix + chosen`` and ``prefix + rejected``, each scored at its last token."""
+    if not config.pair_weight:
+        return []
+    rows = []
+    for pair in pairs:
+        chosen, rejected = encode(pair.question, pair.prefix + pair.chosen), encode(pair.question, pair.prefix + pair.rejected)
+        if chosen and rejected and max(len(chosen), len(rejected)) <= config.max_length:
+            weight = float(min(pair.chosen_count, pair.rejected_count, config.count_cap))
+            rows.append({"chosen": chosen, "rejected": rejected, "weight": weight})
+    return rows * config.pair_repeat
+
+
+def train_value_head(targets: Sequence[ValueTarget], config: TrainConfig, pairs: Sequence[PreferencePair] = ()
+                     ) -> tuple[LMValueModel, dict[str, float]]:
+    """Fine-tune a one-label head (read at the last token) on value targets (and, with
+    ``config.pair_weight``, on preference ``pairs``); returns the trained model wrapped for scoring
+    and the run's summary. The checkpoint is written to ``config.out``."""
     model, tok = _load_backbone(config.base, 1, config.device, config.seed)
     valuer = LMValueModel(model, tok, max_length=config.max_length)
-    rows = []
-    for t in targets:
-        ids = valuer.encode(t.question, t.partial)
-        rows.append({"input_ids": ids, "positions": [len(ids) - 1], "targets": [t.value],
-                     "weights": [float(min(t.count, config.count_cap))]})
+    rows = pack_prefixes([(t.question, valuer.encode(t.question, t.partial), t.value, float(min(t.count, config.count_cap)))
+                          for t in targets])
+    rows += _pair_rows(pairs, valuer.encode, config)
     summary = _fit(model, tok, rows, config)
     return valuer, summary
 
 
 def train_step_prm(items: Sequence[StepLabels], config: TrainConfig, *, separator: str = "\n\n",
-                   question_separator: str = "") -> tuple[TokenClassificationPRM, dict[str, float]]:
+                   question_separator: str = "", pairs: Sequence[PreferencePair] = ()
+                   ) -> tuple[TokenClassificationPRM, dict[str, float]]:
     """Fine-tune a two-label token-classification PRM on per-step labels (each read at its step's
-    separator); the checkpoint keeps the separators, so ``--prm token-classification=DIR`` reads
-    steps the way it was trained."""
+    separator) and, with ``config.pair_weight``, on preference ``pairs`` (each side scored at the
+    last step of ``prefix + chosen`` / ``prefix + rejected``); the checkpoint keeps the
+    separators, so ``--prm token-classification=DIR`` reads steps the way it was trained."""
     model, tok = _load_backbone(config.base, 2, config.device, config.seed)
     setattr(model.config, PRM_CONFIG_KEY, {"separator": separator, "question_separator": question_separator})
     prm = TokenClassificationPRM(model, tok, separator=separator, question_separator=question_separator,
@@ -185,5 +276,11 @@ def train_step_prm(items: Sequence[StepLabels], config: TrainConfig, *, separato
             continue
         rows.append({"input_ids": ids, "positions": positions, "targets": list(item.labels),
                      "weights": [float(min(c, config.count_cap)) for c in item.counts]})
+
+    def encode(question: str, text: str) -> list[int]:
+        steps = [piece for piece in text.split(separator) if piece.strip()]
+        return prm.encode(question, steps)[0] if steps else []
+
+    rows += _pair_rows(pairs, encode, config)
     summary = _fit(model, tok, rows, config)
     return prm, summary
