@@ -395,8 +395,15 @@ def _merge(paths: Iterable[str | Path], out: str | Path) -> list[EvalRecord]:
 
 
 def timing_free(record: EvalRecord) -> dict[str, Any]:
-    """A record without its wall-clock fields, for comparing runs."""
-    data = record.model_dump()
-    data["ledger"] = {k: v for k, v in data["ledger"].items() if "seconds" not in k}
-    return data
+    """A record without its wall-clock fields (its ledger's and, with a saved search, the search's),
+    for comparing runs."""
+
+    def drop(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if "seconds" not in k}
+        if isinstance(value, list):
+            return [drop(v) for v in value]
+        return value
+
+    return drop(record.model_dump())
 

@@ -60,12 +60,13 @@ class EvalWorker:
         self.prompts = kwargs.pop("prompts", None)
         self.kwargs = kwargs
 
-    def run(self, positions: list[int], budget: int) -> list[dict[str, Any]]:
-        """The records of the problems at ``positions`` (suite positions) at ``budget``, as dicts."""
+    def run(self, positions: list[int], budget: int, save_trees: bool = False) -> list[dict[str, Any]]:
+        """The records of the problems at ``positions`` (suite positions) at ``budget``, as dicts
+        (with ``save_trees``, each with its search and tree)."""
         chunk = [self.problems[i] for i in positions]
         prompts = None if self.prompts is None else [self.prompts[i] for i in positions]
         records = evaluate(self.engine, chunk, self.config, [budget], prompts=prompts, out=None,
-                           batch_size=len(chunk), **self.kwargs)
+                           batch_size=len(chunk), save_trees=save_trees, **self.kwargs)
         for record in records:
             record.index = positions[record.index]  # evaluate numbered the chunk from 0
         return [r.model_dump(mode="json") for r in records]
@@ -82,27 +83,28 @@ def evaluate_on_ray(problems: Sequence[Problem], config: EvalConfig, budgets: Se
                     address: str | None = None, workers: int | None = None, gpu: bool | None = None,
                     cpus_per_worker: float = 1.0, out: str | Path | None = None,
                     shard: tuple[int, int] | None = None, batch_size: int = 32,
-                    on_record: Callable[[EvalRecord], None] | None = None) -> list[EvalRecord]:
+                    on_record: Callable[[EvalRecord], None] | None = None,
+                    save_trees: bool = False) -> list[EvalRecord]:
     """Run the evaluation on Ray actors (see the module docstring); returns every record of the run
     (those found in ``out`` and the new ones). ``gpu``: one GPU per actor (None: when the cluster
     has GPUs); ``workers``: actors (default and at most: as many as the cluster holds; at most one per
-    chunk)."""
+    chunk); ``save_trees``: each record keeps its search and tree, built on the worker."""
     if workers is not None and workers < 1:
         raise ReasonError("ray-workers", f"must be at least 1 (got {workers})", "use e.g. --ray-workers 2")
     if batch_size < 1:
         raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
     if out is None:
         return _drive(problems, config, budgets, setup, address, workers, gpu, cpus_per_worker, None, shard,
-                      batch_size, on_record)
+                      batch_size, on_record, save_trees)
     with run_lock(out):
         return _drive(problems, config, budgets, setup, address, workers, gpu, cpus_per_worker, out, shard,
-                      batch_size, on_record)
+                      batch_size, on_record, save_trees)
 
 
 def _drive(problems: Sequence[Problem], config: EvalConfig, budgets: Sequence[int], setup: Setup,
            address: str | None, workers: int | None, gpu: bool | None, cpus: float, out: str | Path | None,
            shard: tuple[int, int] | None, batch_size: int,
-           on_record: Callable[[EvalRecord], None] | None) -> list[EvalRecord]:
+           on_record: Callable[[EvalRecord], None] | None, save_trees: bool = False) -> list[EvalRecord]:
     records = read_records(out, config.digest()) if out is not None else []
     done = {r.key() for r in records}
     positions = [i for i in range(len(problems)) if shard is None or i % shard[1] == shard[0]]
@@ -122,7 +124,7 @@ def _drive(problems: Sequence[Problem], config: EvalConfig, budgets: Sequence[in
     actors = [actor.remote(setup, list(problems), config) for _ in range(count)]
     sink = open(out, "a", encoding="utf-8") if out is not None else None
     try:
-        for batch in _results(ray, ActorPool(actors).map_unordered(lambda a, c: a.run.remote(*c), chunks)):
+        for batch in _results(ray, ActorPool(actors).map_unordered(lambda a, c: a.run.remote(*c, save_trees), chunks)):
             for data in batch:
                 record = EvalRecord.model_validate(data)
                 if sink is not None:

@@ -78,3 +78,24 @@ def test_ray_resumes_a_local_shard_and_merges_with_one(cluster, local, tmp_path)
 def test_ray_workers_needs_ray():
     res = run(*ARGS, "--ray-workers", "2")
     assert res.exit_code == 2 and res.output.startswith("error: ray-workers:")
+
+
+def test_ray_saves_the_trees_a_local_run_saves(cluster, tmp_path):
+    """--save-trees on Ray: each record carries its search and tree, built on the worker, equal to
+    a local run's (wall times aside)."""
+    args = ["eval", "--suite", "arith:2", "--strategy", "beam", "--budget", "2", "--limit", "4", "--batch-size", "2",
+            "--save-trees"]
+    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+    assert run(*args, "--out", str(here)).exit_code == 0
+    res = run(*args, "--ray", "--ray-workers", "2", "--out", str(there))
+    assert res.exit_code == 0, res.output
+    local_records, ray_records = by_key(read_records(here)), by_key(read_records(there))
+    assert len(ray_records) == 4 and all(r["search"]["tree"]["nodes"] for r in ray_records)
+    # A worker's torch runs on its one CPU's threads, so logprobs may differ in float rounding.
+    floats = [[lp for n in r["search"]["tree"]["nodes"] for key in ("logprobs", "sampling_logprobs") for lp in n[key]]
+              for r in (*local_records, *ray_records)]
+    assert floats[:4] == [pytest.approx(f, abs=1e-4) for f in floats[4:]]
+    for r in (*local_records, *ray_records):
+        for n in r["search"]["tree"]["nodes"]:
+            n.pop("logprobs"), n.pop("sampling_logprobs")
+    assert ray_records == local_records

@@ -117,8 +117,8 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
         raise ReasonError("max-tokens", f"must be at least 1 (got {max_tokens})", "use e.g. --max-tokens 1024")
     if batch_size < 1:
         raise ReasonError("batch-size", f"must be at least 1 (got {batch_size})", "use e.g. 32")
-    if save_trees and (out is None or ray_address is not None):
-        raise ReasonError("save-trees", "needs --out and a local run (not --ray)", "add --out RUN.jsonl, or drop --save-trees")
+    if save_trees and out is None:
+        raise ReasonError("save-trees", "needs --out (the trees go into the run's records)", "add --out RUN.jsonl, or drop --save-trees")
     if ray_workers is not None and (ray_address is None or ray_workers < 1):
         raise ReasonError("ray-workers", f"{ray_workers} needs --ray and at least 1", "add --ray, or drop --ray-workers")
     name = suite.partition(":")[0]
@@ -175,7 +175,8 @@ def _run(config: EvalConfig, problems: list[Any], plan: list[int], name: str, do
     if ray_address is not None:
         gpu = False if backend == "openai" or device == "cpu" else (
             True if backend == "vllm" or (device or "").startswith("cuda") else None)
-        run = functools.partial(evaluate_on_ray, setup=setup, address=ray_address, workers=ray_workers, gpu=gpu)
+        run = functools.partial(evaluate_on_ray, setup=setup, address=ray_address, workers=ray_workers, gpu=gpu,
+                                save_trees=save_trees)
         return run_with_progress(None, problems, config, plan, run=run, out=out, shard=part, batch_size=batch_size)
     engine, loaded = setup(problems)
     records = run_with_progress(engine, problems, config, plan, **loaded, out=out, shard=part, batch_size=batch_size,
