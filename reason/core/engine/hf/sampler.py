@@ -69,7 +69,7 @@ def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     target = uniforms * cum_blocks[:, -1]
     bi = torch.searchsorted(cum_blocks, target[:, None], right=True).clamp_(max=cum_blocks.shape[1] - 1)
     before = torch.where(bi > 0, cum_blocks.gather(1, (bi - 1).clamp_(min=0)), torch.zeros_like(target[:, None]))
-    inner = blocks[torch.arange(k), bi.squeeze(1)].cumsum(-1)  # [k, bs]
+    inner = blocks[torch.arange(k, device=weights.device), bi.squeeze(1)].cumsum(-1)  # [k, bs]
     ti = torch.searchsorted(inner, (target[:, None] - before), right=True).clamp_(max=bs - 1)
     return (bi * bs + ti).squeeze(1).clamp_(max=vocab - 1)
 
@@ -129,15 +129,16 @@ def sample_tokens(
     n, vocab = logits.shape
     if not any(temperatures):
         return _greedy(logits)
-    tokens = torch.zeros(n, dtype=torch.long)
-    lse = torch.zeros(n)
-    sampling = torch.zeros(n)  # greedy rows keep 0: the argmax has probability 1
+    dev = logits.device  # every tensor made here lives beside the logits (CUDA included)
+    tokens = torch.zeros(n, dtype=torch.long, device=dev)
+    lse = torch.zeros(n, device=dev)
+    sampling = torch.zeros(n, device=dev)  # greedy rows keep 0: the argmax has probability 1
 
     def rows(select) -> list[int]:
         return [i for i in range(n) if select(i)]
 
     def sub(idx: list[int]) -> torch.Tensor:
-        return logits if len(idx) == n else logits.index_select(0, torch.tensor(idx))
+        return logits if len(idx) == n else logits.index_select(0, torch.tensor(idx, device=dev))
 
     greedy = rows(lambda i: temperatures[i] == 0.0)
     if greedy:
@@ -146,14 +147,14 @@ def sample_tokens(
         lse[greedy] = torch.logsumexp(g, -1)
 
     plain = rows(lambda i: temperatures[i] > 0.0 and top_ks[i] == 0 and top_ps[i] >= 1.0)
-    chosen_logprob = torch.zeros(n)
+    chosen_logprob = torch.zeros(n, device=dev)
     unit = False
     cut = [i for i in plain if min_ps[i] > 0.0] if min_ps else []
     if plain:
         # Work in place on (a copy of) the plain rows: exp((x - max) / T) is the unnormalised
         # distribution; at T = 1 its sum also gives the logsumexp for the reported logprobs.
         x = sub(plain)
-        temps = torch.tensor([temperatures[i] for i in plain])
+        temps = torch.tensor([temperatures[i] for i in plain], device=dev)
         unit = bool((temps == 1.0).all())
         if x is logits and not unit:
             x = x.clone()  # the logprobs below read the raw logits
@@ -168,7 +169,7 @@ def sample_tokens(
             full = x.sum(-1) if unit else None
             assert min_ps is not None
             x.masked_fill_(x < torch.tensor([min_ps[i] for i in plain], device=x.device)[:, None], 0.0)
-        picked = _inverse_cdf(x, torch.tensor([uniforms[i] for i in plain], dtype=torch.float32))
+        picked = _inverse_cdf(x, torch.tensor([uniforms[i] for i in plain], dtype=torch.float32, device=dev))
         tokens[plain] = picked
         mass = x.sum(-1)
         if unit:  # the sampling distribution is the model's own (cut by min-p where it is on)
@@ -178,7 +179,7 @@ def sample_tokens(
             sampling[plain] = own
         else:  # the raw logits are intact here: (z[t] - max) / T - log sum exp((z - max) / T)
             lse[plain] = raw_lse
-            z = logits[torch.tensor(plain), picked]
+            z = logits[torch.tensor(plain, device=dev), picked]
             sampling[plain] = (z - top) / temps - torch.log(mass)
 
     for i in rows(lambda i: temperatures[i] > 0.0 and (top_ks[i] > 0 or top_ps[i] < 1.0)):
@@ -192,7 +193,7 @@ def sample_tokens(
         probs = _filter_sorted(soft, top_ks[i], top_ps[i], min_p)
         cdf = torch.cumsum(probs, 0)
         kept = int((probs > 0).sum())  # the kept set is a prefix of the sorted order
-        pos = int(torch.searchsorted(cdf, torch.tensor([uniforms[i] * float(cdf[-1])]), right=True))
+        pos = int(torch.searchsorted(cdf, torch.tensor([uniforms[i] * float(cdf[-1])], device=dev), right=True))
         pos = min(pos, max(kept, 1) - 1)
         tokens[i] = order[pos]
         lse[i] = torch.logsumexp(logits[i], -1)
@@ -201,7 +202,7 @@ def sample_tokens(
             sampling[i] -= torch.log(soft[soft >= min_p * soft[0]].sum())
 
     done = set(plain) if plain and unit else set()
-    direct = torch.tensor([i for i in range(n) if i not in done], dtype=torch.long)
+    direct = torch.tensor([i for i in range(n) if i not in done], dtype=torch.long, device=dev)
     if len(direct):
         # Only rows whose logits were left untouched are read here.
         chosen = logits[direct].gather(1, tokens[direct][:, None]).squeeze(1)
