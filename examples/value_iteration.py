@@ -7,8 +7,8 @@ one first; ``--collect rollout``: MCTS with rollouts, which grades every new ste
 with ``--td-lambda``), and fine-tunes from the policy's own weights a value head
 (:func:`rewards.learn.trainer.train_value_head`) and a PRM from the step labels alone
 (:func:`rewards.learn.trainer.train_step_prm`; no exact step checker), both also on the trees'
-sibling preference pairs with a Bradley-Terry loss (``--pair-weight`` for the value head, off by
-default; ``--prm-pair-weight`` for the PRM, on by default: what measured better). The checkpoints are then
+sibling preference pairs with a Bradley-Terry loss with ``--pair-weight`` (value head) and
+``--prm-pair-weight`` (PRM); both off by default, as they did not make the searches better. The checkpoints are then
 loaded back as ``--value lm=DIR`` and ``--prm token-classification=DIR`` and the round's held-out
 table is measured on test-split problems (never searched for training):
 

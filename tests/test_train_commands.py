@@ -80,13 +80,14 @@ def test_bad_inputs_are_one_line_errors(saved_trees, tmp_path):
 
 
 def test_pair_options_reach_the_trainer(saved_trees, tmp_path):
-    """train-prm learns the pairs by default, train-value only with --pair-weight; both report the
-    held-out pair accuracy."""
-    prm = train("train-prm", saved_trees, tmp_path / "p", "--holdout", "0")
+    """The pairs are learned only with --pair-weight (both commands); both report the held-out pair
+    accuracy."""
+    prm = train("train-prm", saved_trees, tmp_path / "p", "--holdout", "0", "--pair-weight", "1")
+    plain = train("train-prm", saved_trees, tmp_path / "q", "--holdout", "0")
     value = train("train-value", saved_trees, tmp_path / "v", "--holdout", "0")
     paired = train("train-value", saved_trees, tmp_path / "w", "--holdout", "0", "--pair-weight", "1", "--pair-margin", "0.1")
-    assert prm["pairs"] > 0 and value["pairs"] == 0 and paired["pairs"] >= prm["pairs"]
-    assert paired["items"] > value["items"]  # the pairs are rows of their own
+    assert prm["pairs"] > 0 and plain["pairs"] == 0 and value["pairs"] == 0 and paired["pairs"] >= prm["pairs"]
+    assert paired["items"] > value["items"] and prm["items"] > plain["items"]  # the pairs are rows of their own
     assert "heldout_pair_accuracy" in value and "heldout_pair_accuracy" in prm
 
 

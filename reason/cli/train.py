@@ -97,7 +97,7 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def pair_weight_option(default: float) -> Any:
-    """``--pair-weight``, whose default differs by command (what measured better on arith level 3:
+    """``--pair-weight``, with the command's default (what measured better on arith level 3:
     benchmarks/RESULTS.md, "Within-problem training")."""
     return click.option("--pair-weight", type=float, default=default, show_default=True,
                         help="Weight of the Bradley-Terry loss on sibling preference pairs (0: pointwise targets only).")

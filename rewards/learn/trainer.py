@@ -39,9 +39,11 @@ from rewards.value import LMValueModel
 
 VALUE_PAIR_WEIGHT = 0.0
 """``reason train-value``'s default ``pair_weight``: on arith level 3 the pairs raised the value head's
-held-out pair accuracy and within-problem AUC a little but not MCTS's accuracy (benchmarks/RESULTS.md)."""
-PRM_PAIR_WEIGHT = 1.0
-"""``reason train-prm``'s default ``pair_weight``: the pairs lifted best-of-16 with the PRM from 0.18 to 0.33."""
+held-out pair accuracy and within-problem AUC a little but not MCTS's accuracy (benchmarks/RESULTS.md,
+"Within-problem training"), so they stay opt-in."""
+PRM_PAIR_WEIGHT = 0.0
+"""``reason train-prm``'s default ``pair_weight``: the same for a PRM and best-of-16 (better in one seed,
+worse in another)."""
 
 PRM_CONFIG_KEY = "reason_prm"
 """The config entry where a trained PRM keeps its ``separator`` and ``question_separator``."""
