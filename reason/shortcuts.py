@@ -86,7 +86,7 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, strategy: str = "treepo",
             verifier: Verifier | str | None = None, seed: int = 0,
             suite: str = "arith", weighting: str = "group_size", exact_n: bool = True, temperature: float = 1.0,
             max_tokens: int = 1024, prm: Any = None, value: Any = None, logprobs: LogprobsMode = "raw",
-            **options: Any) -> list[RolloutRecord]:
+            sampling: Any = None, **options: Any) -> list[RolloutRecord]:
     """Rollout records for RL trainers from ``prompts`` (text, chat messages or token ids): one tree
     per prompt grown by ``strategy`` at budget ``n`` (TreePO's segment tree by default), every
     prompt's search together over ``engine``, one :class:`~search.records.RolloutRecord` per
@@ -98,14 +98,16 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, strategy: str = "treepo",
     drawn from: temperature, top-k and top-p applied), the one importance-sampling corrections
     compare against; asking for a kind the engine did not report is a one-line error. ``suite``
     names the domain (step delimiter, answer extraction); ``prm`` / ``value`` are loaded scorers
-    for the strategies that use them; ``options`` go to the strategy."""
+    for the strategies that use them; ``sampling`` is the run's filters and penalties (e.g.
+    ``{"top_p": 0.95}``, every draw; the strategy keeps its temperature); ``options`` go to the
+    strategy."""
     check_logprobs_mode(logprobs)
     if strategy == "treepo":
         if prm is not None or value is not None:
             raise ReasonError("prm", "TreePO rollouts score leaves by reward only", "drop prm/value, or pick another strategy")
         records = treepo_rollout(engine, prompts, n=n, reward=reward, answers=answers, verifier=verifier, seed=seed,
                                  weighting=weighting, max_tokens=max_tokens, temperature=temperature,
-                                 logprobs=logprobs, **options)
+                                 logprobs=logprobs, sampling=sampling, **options)
         if not exact_n:
             return records
         return [r for index in range(len(prompts))
@@ -116,7 +118,7 @@ def rollout(engine: Engine, prompts: Sequence[Any], *, strategy: str = "treepo",
     problems = [domain.make_problem(_question(engine, p)) for p in prompts]
     results = solve_problems(engine, problems, domain=domain, strategy=strategy, budget=n, prompts=list(prompts),
                              prm=prm, value=value, seeds=[seed + i for i in range(len(prompts))],
-                             max_tokens=max_tokens, temperature=temperature, **options)
+                             max_tokens=max_tokens, temperature=temperature, sampling=sampling, **options)
     records = []
     for index, result in enumerate(results):
         tree = result.tree

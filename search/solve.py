@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reason.core.context import Runner, SearchContext
-from reason.core.engine.base import Engine, Stop
+from reason.core.engine.base import Engine, Sampling, Stop, run_sampling
 from reason.core.errors import ReasonError
 from rewards.scoring import NodeScorer, NodeValuer
 from search import strategies
@@ -61,6 +61,7 @@ def solve_problems(
     prompts: Sequence[Any] | None = None,
     max_tokens: int = 1024,
     temperature: float | None = None,
+    sampling: Sampling | Mapping[str, Any] | None = None,
     on_result: Callable[[int, SearchResult], None] | None = None,
     **params: Any,
 ) -> list[SearchResult]:
@@ -77,7 +78,9 @@ def solve_problems(
     user message when the tokenizer has a chat template, else the problem's prompt. ``seeds`` default
     to 0, 1, 2, .... ``on_result(i, result)`` is called as each problem finishes, so a caller can
     keep results even if a later problem fails. ``temperature`` is the sampling temperature of
-    strategies that sample (``greedy`` ignores it). ``params`` are the strategy's options (see
+    strategies that sample (``greedy`` ignores it); ``sampling`` (a :class:`Sampling` or its fields,
+    e.g. ``{"top_p": 0.95, "min_p": 0.05}``) sets the filters and penalties of every draw the
+    strategy leaves them off in (its temperature stays the strategy's). ``params`` are the strategy's options (see
     :func:`strategy_options`), validated before anything runs: an unknown name or a bad value is a
     one-line :class:`ReasonError`. The domain's step delimiter, segment length and answer check
     fill the options the strategy has and ``params`` leave out.
@@ -87,6 +90,7 @@ def solve_problems(
              "answer_complete": domain.answer_complete, "temperature": temperature}
     options = check_options(strategy, params, {k: v for k, v in hints.items() if v is not None}).values()
     plan = make_budget(budget, budget_tokens)
+    defaults = run_sampling(sampling)
     runner = Runner(engine)
     prm_scorer = NodeScorer(prm, delimiter=domain.delimiter, aggregation=aggregation) if prm is not None else None
     valuer = value if isinstance(value, NodeValuer) or value is None else NodeValuer(value)
@@ -97,7 +101,7 @@ def solve_problems(
     contexts = [
         runner.context(prompt, seed=s, meta={"question": p.question, "id": p.id, "answer": p.answer},
                        prm=prm_scorer, value=valuer, merge=merge, state_key=domain.state_key,
-                       token_budget=plan.max_tokens)
+                       token_budget=plan.max_tokens, sampling=defaults)
         for p, prompt, s in zip(problems, prompts, seeds)
     ]
     final = Stop(max_tokens=max_tokens)

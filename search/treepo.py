@@ -41,13 +41,13 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from reason.core.context import Runner, SearchContext
-from reason.core.engine.base import Engine, Sampling, Stop
+from reason.core.engine.base import Engine, Sampling, Stop, run_sampling
 from reason.core.errors import ReasonError
 from reason.core.scorers import Verifier
 from reason.core.tree import FinishReason, Node, Tree
@@ -323,19 +323,22 @@ async def treepo(ctx: SearchContext, budget: Budget, *, extract: Callable[[str],
 def rollout(engine: Engine, prompts: Sequence[Any], *, n: int = 16, reward: Callable[[int, str], float] | None = None,
             answers: Sequence[str] | None = None, verifier: Verifier | str | None = None, seed: int = 0,
             weighting: str = "group_size", segment_tokens: int = 512, max_tokens: int | None = 1024,
-            temperature: float = 1.0, logprobs: LogprobsMode = "raw", **options: Any) -> list[RolloutRecord]:
+            temperature: float = 1.0, logprobs: LogprobsMode = "raw",
+            sampling: Sampling | Mapping[str, Any] | None = None, **options: Any) -> list[RolloutRecord]:
     """TreePO rollouts for ``prompts`` (text, chat messages or token ids), ``n`` leaf-samples each,
     grown together over ``engine``. Rewards come from ``reward(prompt_index, completion_text)``, or
     from ``verifier`` (an :class:`~rewards.base.OutcomeVerifier`, or a verifier name such as
     ``"arith"``) against ``answers``. ``options`` go to :func:`grow` (``max_depth``, ``divergence``,
     ``policy``, ...: :class:`GrowOptions`, validated here). ``logprobs`` is the kind the records
-    carry (:data:`~search.records.LogprobsMode`). Returns the records of every prompt in order, one
+    carry (:data:`~search.records.LogprobsMode`); ``sampling`` the run's filters and penalties
+    (:func:`~reason.core.engine.base.run_sampling`). Returns the records of every prompt in order, one
     per leaf-sample (a leaf sampled ``m`` times gives ``m`` records), in finishing order."""
     grow_options = GrowOptions.make("treepo", {"segment_tokens": segment_tokens, "temperature": temperature, **options})
     check_logprobs_mode(logprobs)
     verifier = reward_source(reward, answers, verifier, len(prompts))
     runner = Runner(engine)
-    contexts = [runner.context(p, seed=seed + i) for i, p in enumerate(prompts)]
+    defaults = run_sampling(sampling)
+    contexts = [runner.context(p, seed=seed + i, sampling=defaults) for i, p in enumerate(prompts)]
     final = Stop(max_tokens=max_tokens)
     growths = runner.run([grow(ctx, n, final=final, **grow_options.values()) for ctx in contexts])
     records: list[RolloutRecord] = []

@@ -56,12 +56,13 @@ class EvalConfig(BaseModel):
     subjects: list[str] | None = None
     aggregation: str = "last"
     budget_tokens: int | None = None
+    sampling: dict[str, float] = Field(default_factory=dict)  # run-wide filters and penalties (top_p, min_p, ...)
 
     def digest(self) -> str:
         """A short stable hash of the config (fields added later count only when set, so files of
         earlier runs still resume)."""
         fields = self.model_dump(mode="json")
-        for key, default in (("aggregation", "last"), ("budget_tokens", None)):
+        for key, default in (("aggregation", "last"), ("budget_tokens", None), ("sampling", {})):
             if fields[key] == default:
                 del fields[key]
         blob = json.dumps(fields, sort_keys=True, default=str)
@@ -302,7 +303,8 @@ def _evaluate(engine: Any, problems: Sequence[Problem], config: EvalConfig, budg
                            prm=prm, value=value, seeds=[problem_seed(config.seed, p.id) for _, p in chunk],
                            prompts=None if prompt_of is None else [prompt_of[i] for i, _ in chunk],
                            max_tokens=config.max_tokens, on_result=keep, temperature=config.temperature,
-                           aggregation=config.aggregation, budget_tokens=config.budget_tokens, **config.options)
+                           aggregation=config.aggregation, budget_tokens=config.budget_tokens,
+                           sampling=config.sampling or None, **config.options)
         except ReasonError as exc:
             # A search that fills the context fails alone; the other problems of the chunk finished
             # (the runner waits for them). Rerun the unfinished ones singly to tell which failed.

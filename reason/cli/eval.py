@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from reason.cli.app import friendly, main
-from reason.cli.options import build_engine, engine_options, load_scorers, parse_options
+from reason.cli.options import build_engine, check_sampling, engine_options, load_scorers, parse_options, sampling_options
 from reason.core.errors import ReasonError
 from rewards import verifiers
 from rewards.scoring import AGGREGATIONS
@@ -67,6 +67,7 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
               help="Cap on generated tokens per problem at every budget (compute-matched runs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
+@sampling_options
 @click.option("--max-tokens", type=int, default=1024, show_default=True, help="Cap on each solution's tokens.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="A strategy option (see reason solve).")
 @click.option("--limit", type=int, default=None, help="Only the first N problems (after filters).")
@@ -90,7 +91,7 @@ def _int_list(spec: str | None, field: str) -> list[int] | None:
 @friendly
 def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budgets: str, model: str, backend: str,
                  dtype: str, device: str | None, cache_tokens: int | None, draft: str | None, remote: dict[str, Any],
-                 prm_spec: str | None, value_spec: str | None, aggregation: str, budget_tokens: int | None, seed: int, temperature: float, max_tokens: int, options: tuple[str, ...], limit: int | None,
+                 prm_spec: str | None, value_spec: str | None, aggregation: str, budget_tokens: int | None, seed: int, temperature: float, sampling_fields: dict[str, Any], max_tokens: int, options: tuple[str, ...], limit: int | None,
                  levels: str | None, subjects: str | None, data: str | None, hub: bool, prompt_template: str | None,
                  shard: str | None, out: str | None, batch_size: int, merge: bool, ray_address: str | None,
                  ray_workers: int | None, save_trees: bool) -> None:
@@ -113,6 +114,7 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
     temperature = extra.pop("temperature", temperature)  # -o temperature=T is --temperature T
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
         raise ReasonError("temperature", f"must be a finite number >= 0 (got {temperature})", "use e.g. --temperature 0.8")
+    check_sampling("", **sampling_fields)
     if max_tokens < 1:
         raise ReasonError("max-tokens", f"must be at least 1 (got {max_tokens})", "use e.g. --max-tokens 1024")
     if batch_size < 1:
@@ -144,7 +146,7 @@ def eval_command(merge_inputs: tuple[str, ...], suite: str, strategy: str, budge
         prm_spec = "arith" if name == "arith" else "none"
     config = EvalConfig(suite=suite, strategy=strategy, model=model, prm=None if prm_spec == "none" else prm_spec,
                         value=value_spec, seed=seed, temperature=temperature, max_tokens=max_tokens, options=extra,
-                        aggregation=aggregation, budget_tokens=budget_tokens,
+                        aggregation=aggregation, budget_tokens=budget_tokens, sampling=sampling_fields,
                         prompt_template=prompt_template, data=data, levels=_int_list(levels, "levels"),
                         subjects=subjects.split(",") if subjects else None)
     if out is None:

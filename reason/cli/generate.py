@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from reason.cli.app import friendly, main
-from reason.cli.options import MAX_COMPLETIONS, build_engine, check_count, check_sampling, check_stop, engine_options, unescape
+from reason.cli.options import (MAX_COMPLETIONS, build_engine, check_count, check_sampling, check_stop, engine_options,
+                                sampling_options, unescape)
 from reason.core.errors import ReasonError
 from reason.shortcuts import generate as run_generate
 
@@ -20,14 +21,7 @@ from reason.shortcuts import generate as run_generate
 @engine_options
 @click.option("-n", "n", type=int, default=1, show_default=True, help=f"Number of completions (at most {MAX_COMPLETIONS}).")
 @click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="0 is greedy.")
-@click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--top-k", type=int, default=0, show_default=True, help="0 turns it off.")
-@click.option("--min-p", type=float, default=0.0, show_default=True,
-              help="Drop tokens under this share of the top token's probability (0 turns it off).")
-@click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
-              help="vLLM's: divide (positive) or multiply (negative) the logits of tokens already in the prompt or output (1 is off).")
-@click.option("--presence-penalty", type=float, default=0.0, show_default=True, help="Subtracted once from tokens already output (-2..2).")
-@click.option("--frequency-penalty", type=float, default=0.0, show_default=True, help="Subtracted per occurrence in the output (-2..2).")
+@sampling_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-tokens", type=int, default=256, show_default=True, help="Cap on each completion's tokens.")
 @click.option("--min-tokens", type=int, default=0, show_default=True, help="No EOS or stop before this many tokens.")
@@ -46,12 +40,7 @@ def generate(
     remote: dict[str, Any],
     n: int,
     temperature: float,
-    top_p: float,
-    top_k: int,
-    min_p: float,
-    repetition_penalty: float,
-    presence_penalty: float,
-    frequency_penalty: float,
+    sampling_fields: dict[str, Any],
     seed: int,
     max_tokens: int,
     min_tokens: int,
@@ -63,9 +52,7 @@ def generate(
     if not prompt:
         raise ReasonError("PROMPT", "is empty", "give the text to continue")
     check_count("-n", n, MAX_COMPLETIONS, "completions")
-    sampling = check_sampling(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, min_p=min_p,
-                              repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                              frequency_penalty=frequency_penalty)
+    sampling = check_sampling(temperature=temperature, seed=seed, **sampling_fields)
     stop = check_stop(strings=tuple(unescape(s, "stop") for s in stops), max_tokens=max_tokens, min_tokens=min_tokens)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote)
     if chat is None:

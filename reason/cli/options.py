@@ -94,6 +94,39 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+FILTER_FIELDS = ("top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+"""The :class:`Sampling` fields :func:`sampling_options` sets (every field but the temperature and seed)."""
+
+
+def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The sampling filters and penalties as flags (``--top-p``, ``--top-k``, ``--min-p``,
+    ``--repetition-penalty``, ``--presence-penalty``, ``--frequency-penalty``; each off by
+    default), handed to the command as one ``sampling_fields`` dict of the ones set (the command checks
+    them with :func:`check_sampling`, inside its one-line error handling)."""
+    options = [
+        click.option("--top-p", type=float, default=1.0, show_default=True, help="Keep the most likely tokens up to this mass (after top-k)."),
+        click.option("--top-k", type=int, default=0, show_default=True, help="Keep the k most likely tokens (0 turns it off)."),
+        click.option("--min-p", type=float, default=0.0, show_default=True,
+                     help="Drop tokens under this share of the top token's probability (0 turns it off)."),
+        click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
+                     help="vLLM's: divide (positive) or multiply (negative) the logits of tokens already in the prompt or output (1 is off)."),
+        click.option("--presence-penalty", type=float, default=0.0, show_default=True,
+                     help="Subtracted once from tokens already output (-2..2)."),
+        click.option("--frequency-penalty", type=float, default=0.0, show_default=True,
+                     help="Subtracted per occurrence in the output (-2..2)."),
+    ]
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in FILTER_FIELDS}
+        kwargs["sampling_fields"] = {name: v for name, v in values.items() if v != Sampling.model_fields[name].default}
+        return fn(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs as a dict; a value is read as JSON when it parses (numbers, lists, true),
     else kept as text."""

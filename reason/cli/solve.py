@@ -18,6 +18,7 @@ from reason.cli.options import (
     engine_options,
     load_scorers,
     parse_options,
+    sampling_options,
 )
 from reason.core.errors import ReasonError
 from reason.shortcuts import solve as run_solve
@@ -42,6 +43,7 @@ from tasks.registry import get_domain
 @click.option("--value", "value_spec", default=None, help="NAME[=PATH_OR_ID] of a value model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", "-t", type=float, default=0.8, show_default=True)
+@sampling_options
 @click.option("--select", default=None, help="How the answer is chosen: best_of_n prm|majority|weighted (default prm); particle weight|vote.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
               help="A strategy option, e.g. -o segment_tokens=16 -o policy=low_prob (values read as JSON when they parse).")
@@ -68,6 +70,7 @@ def solve(
     value_spec: str | None,
     seed: int,
     temperature: float,
+    sampling_fields: dict[str, Any],
     select: str | None,
     options: tuple[str, ...],
     show_tree: bool,
@@ -77,7 +80,7 @@ def solve(
     """Solve PROBLEM with a search strategy and print the answer."""
     if not problem.strip():
         raise ReasonError("PROBLEM", "is empty", "give the problem text")
-    check_sampling("", temperature=temperature)  # also for strategies that do not sample
+    check_sampling("", temperature=temperature, **sampling_fields)  # also for strategies that do not sample
     extra = parse_options(options)
     if select:
         extra["select"] = select
@@ -92,7 +95,7 @@ def solve(
     prm, value = load_scorers(prm_spec, value_spec, dtype, device, backend)
     engine = build_engine(model, backend, dtype, device, cache_tokens, draft, remote, prm)
     result = run_solve(engine, problem, strategy=strategy, budget=budget, suite=suite, prm=prm, value=value, seed=seed,
-                       budget_tokens=budget_tokens, aggregation=aggregation, **extra)
+                       budget_tokens=budget_tokens, aggregation=aggregation, sampling=sampling_fields or None, **extra)
     if html_out is not None:
         write_page(html_out, [search_view(result, engine.decode, f"{strategy} · budget {budget}")], title=problem)
     if as_json:

@@ -45,7 +45,9 @@ class SearchContext:
     what merging saves). ``token_budget`` caps the tokens generated for this tree: each request's
     samples are capped to their share of what is left (waiting, when nothing is left, for requests
     in flight to give back what they did not use), and a request that still cannot get one token
-    per sample returns no children."""
+    per sample returns no children. ``sampling`` is the run's filters and penalties (top-p, top-k,
+    min-p, repetition/presence/frequency penalties): every request's sampling takes those it
+    leaves off (:meth:`~reason.core.engine.base.Sampling.under`)."""
 
     def __init__(
         self,
@@ -58,8 +60,10 @@ class SearchContext:
         merge: bool = True,
         state_key: Callable[[str], Hashable] | None = None,
         token_budget: int | None = None,
+        sampling: Sampling | None = None,
     ) -> None:
         self.runner = runner
+        self.sampling = sampling
         self.tree = tree
         self.seed = seed
         self.rng = random.Random(seed)
@@ -103,7 +107,7 @@ class SearchContext:
         cannot give every sample one token once the requests in flight are done. A sampling without a seed gets the next seed of this
         context."""
         stop = stop or Stop()
-        sampling = sampling or Sampling()
+        sampling = (sampling or Sampling()).under(self.sampling)
         if sampling.seed is None:  # drawn before any wait below, so seeds follow the call order
             sampling = sampling.model_copy(update={"seed": self.next_seed()})
         reserved = 0
@@ -201,7 +205,7 @@ class Runner:
     ) -> SearchContext:
         """A context over a new tree for ``prompt`` (text, chat messages or token ids), or over
         ``tree``; ``options`` are :class:`SearchContext`'s (``prm=`` / ``value=`` node scorers,
-        ``merge``, ``state_key``, ``token_budget``)."""
+        ``merge``, ``state_key``, ``token_budget``, ``sampling``)."""
         if tree is None:
             tree = self.engine.new_tree(prompt, meta=meta)
         return SearchContext(self, tree, seed, **options)

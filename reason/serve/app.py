@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop
+from reason.core.engine.base import Engine, ExpandRequest, Sampling, Stop, run_sampling
 from reason.core.engine.text import check_token_ids
 from reason.core.errors import ReasonError, from_validation_error
 from reason.core.tree import Node
@@ -387,6 +387,7 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
     async def solve(body: SolveRequest, request: Request) -> dict[str, Any]:
         strategies.get(body.strategy)  # unknown strategy: a one-line 400 before any work
         check_options(body.strategy, body.options)
+        run_sampling(body.sampling)  # a bad field is a one-line 400 before any work
         server.limits.check("question", len(body.question), "prompt_chars", "characters")
         server.limits.check("budget", body.budget, "budget", "solutions")
         if body.budget_tokens is not None:
@@ -399,7 +400,8 @@ def create_app(engine: Engine, *, model_name: str = "reason", api_key: str | Non
         def work() -> dict[str, Any]:
             result = run_solve(engine_view, body.question, suite=body.suite, strategy=body.strategy,
                                budget=body.budget, seed=body.seed, prm=prm, value=value, max_tokens=body.max_tokens,
-                               budget_tokens=body.budget_tokens, aggregation=body.aggregation, **body.options)
+                               budget_tokens=body.budget_tokens, aggregation=body.aggregation,
+                               sampling=body.sampling or None, **body.options)
             engine_view.release(result.tree)
             out = result.to_json_dict(include_tree=body.include_tree)
             return keep_view(views, request, out) if body.include_tree else out  # view_url: the tree page

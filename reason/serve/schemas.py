@@ -164,6 +164,7 @@ class SolveRequest(BaseModel):
     aggregation: Literal["last", "min", "prod", "mean", "model"] = "last"
     value: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    sampling: dict[str, int | float] = Field(default_factory=dict)  # the run's top_p, top_k, min_p, penalties
     max_tokens: int = Field(1024, ge=1)
     include_tree: bool = False
 

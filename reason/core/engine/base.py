@@ -9,7 +9,7 @@ together inside ``step``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,11 +84,37 @@ class Sampling(BaseModel):
         """True when tokens are chosen by argmax."""
         return self.temperature == 0.0
 
+    def under(self, defaults: Sampling | None) -> Sampling:
+        """This sampling with every filter and penalty it leaves off taken from ``defaults`` (a
+        run's settings: top-p, top-k, min-p and the penalties); its temperature and seed are its
+        own. Strategies choose temperatures; a run chooses how every draw is filtered."""
+        if defaults is None:
+            return self
+        update = {name: getattr(defaults, name) for name, info in Sampling.model_fields.items()
+                  if name not in ("temperature", "seed") and getattr(self, name) == info.default
+                  and getattr(defaults, name) != info.default}
+        return self.model_copy(update=update) if update else self
+
     @property
     def penalised(self) -> bool:
         """True when a repetition, presence or frequency penalty is on (tokens then depend on the
         sequence's history, not only on its logits)."""
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+
+def run_sampling(sampling: Sampling | Mapping[str, Any] | None) -> Sampling | None:
+    """A run's sampling filters and penalties from a :class:`Sampling` or its fields (None: none).
+    The temperature and seed are not a run's to set here: strategies take ``temperature`` and
+    draw seeds from the problem's; naming them is a one-line error."""
+    if sampling is None or isinstance(sampling, Sampling):
+        fields = {} if sampling is None else sampling.model_dump(exclude_defaults=True)
+    else:
+        fields = dict(sampling)
+    for name in ("temperature", "seed"):
+        if name in fields:
+            raise ReasonError(f"sampling.{name}", "is not set through sampling",
+                              "pass temperature= (--temperature); seeds come from seed=")
+    return Sampling.make(**fields) if fields else None
 
 
 class Stop(BaseModel):
