@@ -12,8 +12,9 @@ grown. Under a token budget (``budget_tokens``), when what is left cannot pay fo
 like the last one, the sweep ends by completing its unfinished slots with the final stop, one
 request at a time, each given every token left: one slot of each distinct particle, the one holding
 the most slots first, then a second slot of each, and so on until no token is left. So a capped
-search still ends with finished solutions (``info["history"][-1]["completed"]``). When the token budget cannot serve a request
-(``ctx.expand`` returns nothing) its particles stay where they are and that step is the last.
+search still ends with finished solutions (``info["history"][-1]["completed"]``). When the token
+budget cannot serve a request (``ctx.expand`` returns nothing) its particles stay where they are and
+that step is the last.
 
 **Weights.** With ``r_i`` the PRM's aggregated score of particle ``i``'s whole partial path
 (``aggregation`` of :func:`search.solve.solve_problems`: ``last``, ``min``, ``prod``, ``mean`` or
@@ -29,9 +30,9 @@ multiplied onto the previous one. ``N`` slots are then resampled from ``w`` (``m
 last step does not resample: when every particle has finished, when a resampling would leave only
 finished particles, or when ``max_steps``, the token budget or another budget cap is reached, the
 final particles are that step's pool with their weights ``w`` (a cap found only between steps
-leaves the resampled slots with ``1/N`` each). The answer is the
-finished final particle with the highest PRM score (any final particle when none finished) (``select="weight"``, its_hub's ``argmax``) or the answer
-with the largest summed final weight (``"vote"``).
+leaves the resampled slots with ``1/N`` each). The answer is the finished final particle with the
+highest PRM score (any final particle when none finished; ``select="weight"``, its_hub's
+``argmax``) or the answer with the largest summed final weight (``"vote"``).
 
 **Entropic annealing** (``anneal``, its_hub's ``EntropicParticleFiltering`` with
 ``temperature_method="ess"``). With ``p`` the resampling distribution above (the look-ahead
@@ -104,7 +105,7 @@ from search.options import (
     StrategyOptions,
     Temperature,
 )
-from search.weights import annealing_temperature, ess, logit, resample, softmax
+from search.weights import annealing_temperature, ess, logit, resample, softmax, softmax_weights
 
 Resampling = Literal["multinomial", "systematic"]
 ParticleSelection = Literal["weight", "vote"]
@@ -276,7 +277,7 @@ async def _filter(ctx: SearchContext, budget: Budget, n: int, reference: list[No
         picks = [] if last else resample(probs, free, ctx.rng.random, cfg.resampling)
         # A resampling that leaves nothing to grow ends the sweep with the weighted pool instead.
         if last or (all(pool[i].finished for i in picks) and (not has_ref or t >= len(reference))):
-            weights = softmax([logit(r) for r in scores], cfg.weight_temperature)
+            weights = softmax_weights(scores, cfg.weight_temperature)
             sweep.particles, sweep.weights = pool, weights
             sweep.history.append({**record, "resampled": False, "weights": weights})
             break
@@ -293,16 +294,15 @@ async def _finish_near_cap(ctx: SearchContext, sweep: _Sweep, t: int, cfg: _Sett
     """End ``sweep`` when the token budget cannot pay for two more steps of its particles (see the
     module docstring): unfinished slots are completed with the final stop one request at a time,
     each given every token left, until none is left. The order takes one slot of each distinct
-    particle, the most weighted first, then a second slot of each, and so on; each completion
+    particle, the one holding the most slots first, then a second slot of each, and so on; each completion
     replaces its slot, and the final weights are the PF weights of the resulting pool. Without this
     a capped search ends with every particle mid-solution and nothing to answer with."""
-    weight: dict[Node, float] = defaultdict(float)
+    # After a resampling every slot weighs 1/N, so a particle weighs as many slots as it holds.
     slots_of: dict[Node, list[int]] = defaultdict(list)
-    for i, (p, w) in enumerate(zip(sweep.particles, sweep.weights)):
-        if not p.finished and not p.is_root:
-            weight[p] += w
+    for i, p in enumerate(sweep.particles):
+        if not p.finished:
             slots_of[p].append(i)
-    ranked = sorted(weight, key=lambda p: (-weight[p], p.id))
+    ranked = sorted(slots_of, key=lambda p: (-len(slots_of[p]), p.id))
     order = [slots_of[p][k] for k in range(max(map(len, slots_of.values()), default=0))
              for p in ranked if k < len(slots_of[p])]
     pool = list(sweep.particles)
@@ -316,7 +316,7 @@ async def _finish_near_cap(ctx: SearchContext, sweep: _Sweep, t: int, cfg: _Sett
             pool[i] = kids[0]
             completed.append(kids[0].id)
     scores = await ctx.score(pool)
-    weights = softmax([logit(r) for r in scores], cfg.weight_temperature)
+    weights = softmax_weights(scores, cfg.weight_temperature)
     sweep.particles, sweep.weights = pool, weights
     sweep.history.append({"step": t, "pool": [x.id for x in pool], "resampled": False, "weights": weights,
                           "completed": completed})

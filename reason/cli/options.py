@@ -12,7 +12,7 @@ import click
 from pydantic import ValidationError
 
 from reason.core.engine import load_engine
-from reason.core.engine.base import Sampling, Stop
+from reason.core.engine.base import RUN_FIELDS, Sampling, Stop
 from reason.core.engine.hf.loader import resolve_device
 from reason.core.errors import ReasonError, from_validation_error
 from rewards.catalog import load_prm, load_value
@@ -94,15 +94,12 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-FILTER_FIELDS = ("top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
-"""The :class:`Sampling` fields :func:`sampling_options` sets (every field but the temperature and seed)."""
-
-
 def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The sampling filters and penalties as flags (``--top-p``, ``--top-k``, ``--min-p``,
     ``--repetition-penalty``, ``--presence-penalty``, ``--frequency-penalty``; each off by
-    default), handed to the command as one ``sampling_fields`` dict of the ones set (the command checks
-    them with :func:`check_sampling`, inside its one-line error handling)."""
+    default: :data:`~reason.core.engine.base.RUN_FIELDS`), handed to the command as one
+    ``sampling_fields`` dict of the ones set (the command checks them with :func:`check_sampling`,
+    inside its one-line error handling)."""
     options = [
         click.option("--top-p", type=float, default=1.0, show_default=True, help="Keep the most likely tokens up to this mass (after top-k)."),
         click.option("--top-k", type=int, default=0, show_default=True, help="Keep the k most likely tokens (0 turns it off)."),
@@ -118,7 +115,7 @@ def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in FILTER_FIELDS}
+        values = {name: kwargs.pop(name) for name in RUN_FIELDS}
         kwargs["sampling_fields"] = {name: v for name, v in values.items() if v != Sampling.model_fields[name].default}
         return fn(*args, **kwargs)
 

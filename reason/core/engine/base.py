@@ -90,9 +90,9 @@ class Sampling(BaseModel):
         own. Strategies choose temperatures; a run chooses how every draw is filtered."""
         if defaults is None:
             return self
-        update = {name: getattr(defaults, name) for name, info in Sampling.model_fields.items()
-                  if name not in ("temperature", "seed") and getattr(self, name) == info.default
-                  and getattr(defaults, name) != info.default}
+        fields = Sampling.model_fields
+        update = {name: getattr(defaults, name) for name in RUN_FIELDS
+                  if getattr(self, name) == fields[name].default and getattr(defaults, name) != fields[name].default}
         return self.model_copy(update=update) if update else self
 
     @property
@@ -115,6 +115,11 @@ def run_sampling(sampling: Sampling | Mapping[str, Any] | None) -> Sampling | No
             raise ReasonError(f"sampling.{name}", "is not set through sampling",
                               "pass temperature= (--temperature); seeds come from seed=")
     return Sampling.make(**fields) if fields else None
+
+
+RUN_FIELDS = tuple(name for name in Sampling.model_fields if name not in ("temperature", "seed"))
+"""The :class:`Sampling` fields a run sets for all its draws (:meth:`Sampling.under`): the filters and
+penalties; a strategy chooses each draw's temperature and seed."""
 
 
 class Stop(BaseModel):

@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from reason.core.engine.base import Engine, ExpandRequest, Outcome
+from reason.core.engine.base import Engine, ExpandRequest, Outcome, Sampling
 from reason.core.engine.hf.loader import checkpoint_name
 from reason.core.engine.outputs import (
     Sampled,
@@ -49,7 +49,8 @@ from reason.core.tree import Node
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
-EXTENSIONS_OFF = {"min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+EXTENSIONS_OFF = {name: Sampling.model_fields[name].default
+                  for name in ("min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")}
 """vLLM's sampling extensions in :class:`~reason.core.engine.base.Sampling`, at their off values: a
 request sends only those that are on, so a server without them sees no unknown field by default."""
 
